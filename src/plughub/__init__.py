@@ -1,0 +1,41 @@
+"""plughub: write a tool once; run it in-process, in an isolated worker, over HTTP or MCP.
+
+The public API for agent developers is ``PluginHost``; plugin authors import ``plughub.sdk``.
+"""
+
+from .errors import (
+    DependencyError,
+    ManifestError,
+    PlughubError,
+    PluginDisabled,
+    PluginError,
+    PluginLoadError,
+    PluginNotFound,
+    ToolNotFound,
+    UsageError,
+)
+from .host import PluginHost, PluginInfo
+from .sdk import Context, Plugin, ToolError, ToolResult, hookimpl, tool
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Context",
+    "DependencyError",
+    "ManifestError",
+    "PlughubError",
+    "Plugin",
+    "PluginDisabled",
+    "PluginError",
+    "PluginHost",
+    "PluginInfo",
+    "PluginLoadError",
+    "PluginNotFound",
+    "ToolError",
+    "ToolNotFound",
+    "ToolResult",
+    "UsageError",
+    "__version__",
+    "hookimpl",
+    "tool",
+]

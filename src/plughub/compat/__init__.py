@@ -1,0 +1,1 @@
+"""Run plugins written for other systems."""

@@ -1,0 +1,624 @@
+"""``PluginHost``: discovers plugins, decides what may load, loads lazily, serves calls.
+
+Everything that reaches plugin code goes through ``Pipeline``; this module owns the plugin
+records, the catalog and the hook manager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import inspect
+import logging
+import os
+import queue
+import threading
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pluggy
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from .. import hookspecs
+from ..errors import PluginDisabled, PluginNotFound, ToolNotFound, UsageError
+from ..manifest import PluginManifest
+from ..runtime._code import LoadedCode
+from ..sdk import Context, FileAccess, MemoryStorage, Storage, ToolResult
+from ..sdk._tool import ToolDef
+from ._discovery import (
+    Candidate,
+    discover_dir,
+    discover_entry_points,
+    discover_object,
+)
+from ._formats import CatalogEntry, export, llm_name
+from ._limits import TokenBucket, TTLCache
+from ._pipeline import Bound, Pipeline
+from ._storage import SQLiteStorage
+
+__all__ = ["PluginHost", "PluginInfo"]
+
+log = logging.getLogger("plughub.host")
+
+# Status of a plugin record.
+AVAILABLE, LOADED, FAILED, DENIED = "available", "loaded", "failed", "denied"
+
+
+@dataclass(slots=True, frozen=True)
+class PluginInfo:
+    """A read-only view of one plugin for listings (``plughub list --json``)."""
+
+    id: str
+    name: str
+    version: str
+    description: str
+    style: str
+    source: str
+    status: str
+    error: str | None
+    tools: list[str] | None
+    permissions: list[str]
+    aliases: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}
+
+
+@dataclass(slots=True, eq=False)
+class _Record:
+    candidate: Candidate
+    status: str
+    error: str | None = None
+    code: LoadedCode | None = None
+    bound: dict[str, Bound] = field(default_factory=dict)
+    storage: Storage | None = None
+
+    @property
+    def id(self) -> str:
+        return self.candidate.id
+
+    @property
+    def name(self) -> str:
+        return self.id.split("/", 1)[-1]
+
+    @property
+    def manifest(self) -> PluginManifest | None:
+        return self.candidate.manifest
+
+
+def _split_env(name: str) -> list[str] | None:
+    raw = os.environ.get(name)
+    if raw is None:
+        return None
+    return [p.strip() for p in raw.split(",") if p.strip()]
+
+
+def _matches(rec_id: str, patterns: Iterable[str]) -> bool:
+    name = rec_id.split("/", 1)[-1]
+    return any(fnmatch.fnmatchcase(rec_id, p) or fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def permission_tokens(manifest: PluginManifest | None) -> list[str]:
+    """A manifest's requested permissions as grantable tokens (``network:host``, ``llm``...)."""
+    if manifest is None:
+        return []
+    p = manifest.permissions
+    tokens = [f"network:{h}" for h in p.network]
+    tokens += [f"fs.read:{x}" for x in p.filesystem.read]
+    tokens += [f"fs.write:{x}" for x in p.filesystem.write]
+    tokens += [f"env:{e}" for e in p.env]
+    if p.subprocess:
+        tokens.append("subprocess")
+    if p.llm:
+        tokens.append("llm")
+    return tokens
+
+
+class PluginHost:
+    """Discovers, loads and runs plugins under one set of policies.
+
+    Args:
+        plugins_dirs: folders to scan (plus ``PLUGHUB_PLUGINS_PATH``, ``os.pathsep``-separated).
+        plugins: objects to serve as plugins (Plugin classes/instances, modules, tool functions,
+            seed-style classes).
+        tools: loose tool functions, served together as the plugin ``local/tools``.
+        entry_points: also load the ``plughub.plugins`` entry-point group.
+        allow: only these plugin ids or names (globs) may load; defaults to
+            ``PLUGHUB_LOAD_PLUGINS``; an empty list loads none.
+        deny: these never load (plus ``PLUGHUB_DENY_PLUGINS``).
+        settings / credentials: per plugin id or name, merged over manifest defaults.
+        grants: per plugin id or name, the permission tokens granted; ``None`` grants every
+            plugin what its manifest requests (trusted local use).
+        data_dir: where plugin storage lives (SQLite); in memory when None.
+        default_timeout: deadline for tools whose manifest sets none.
+        hooks: extra objects implementing host hooks (``@hookimpl`` methods).
+    """
+
+    def __init__(
+        self,
+        plugins_dirs: Sequence[str | os.PathLike[str]] = (),
+        *,
+        plugins: Sequence[Any] = (),
+        tools: Sequence[Any] = (),
+        entry_points: bool = True,
+        allow: Sequence[str] | None = None,
+        deny: Sequence[str] = (),
+        settings: Mapping[str, Mapping[str, Any]] | None = None,
+        credentials: Mapping[str, Mapping[str, Any]] | None = None,
+        grants: Mapping[str, Sequence[str]] | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+        default_timeout: float = 30.0,
+        hooks: Sequence[Any] = (),
+    ) -> None:
+        self._lock = threading.RLock()
+        self._allow = list(allow) if allow is not None else _split_env("PLUGHUB_LOAD_PLUGINS")
+        self._deny = [*deny, *(_split_env("PLUGHUB_DENY_PLUGINS") or [])]
+        self._settings = dict(settings or {})
+        self._credentials = dict(credentials or {})
+        self._grants = None if grants is None else {k: list(v) for k, v in grants.items()}
+        self._data_dir = Path(data_dir) if data_dir is not None else None
+        self.default_timeout = default_timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self.pm = pluggy.PluginManager("plughub")
+        self.pm.add_hookspecs(hookspecs)
+        for h in hooks:
+            self.pm.register(h)
+        self._pipeline = Pipeline(self._run_coro, self._fire_error)
+        self._records: dict[str, _Record] = {}
+        self._index: dict[str, _Record] = {}
+        self._tool_index: dict[tuple[str, str | None], Bound] = {}
+        self._closed = False
+
+        dirs = [Path(d) for d in plugins_dirs]
+        dirs += [Path(p) for p in os.environ.get("PLUGHUB_PLUGINS_PATH", "").split(os.pathsep) if p]
+        candidates: list[Candidate] = []
+        for d in dirs:
+            if not d.exists():
+                raise UsageError(f"plugins folder {str(d)!r} does not exist")
+            candidates.extend(discover_dir(d))
+        if entry_points:
+            candidates.extend(discover_entry_points())
+        candidates.extend(discover_object(obj) for obj in plugins)
+        if tools:
+            c = discover_object(list(tools))
+            c.manifest = c.manifest.model_copy(update={"id": "local/tools"}) if c.manifest else None
+            candidates.append(c)
+        for c in candidates:
+            self._add(c)
+        self._check_dependencies()
+        self._compile_hooks()
+
+    # -- records ---------------------------------------------------------------------------
+
+    def _add(self, c: Candidate) -> None:
+        if c.id in self._records:
+            other = self._records[c.id].candidate.source
+            rec = _Record(c, FAILED, f"duplicate plugin id {c.id!r}: already provided by {other}")
+            self._records[f"{c.id}#{c.source}"] = rec
+            log.warning("%s", rec.error)
+            return
+        if c.error is not None:
+            rec = _Record(c, FAILED, c.error)
+        elif _matches(c.id, self._deny) or (self._allow is not None and not _matches(c.id, self._allow)):
+            rec = _Record(c, DENIED, "not allowed by PLUGHUB_LOAD_PLUGINS / deny list")
+        else:
+            rec = _Record(c, AVAILABLE)
+        self._records[c.id] = rec
+        for key in (c.id, rec.name, *c.aliases):
+            self._index.setdefault(key.lower(), rec)
+
+    def _check_dependencies(self) -> None:
+        """Mark plugins whose dependencies are missing, mismatched or cyclic as failed."""
+        graph: dict[str, list[str]] = {}
+        for rec in self._records.values():
+            if rec.status != AVAILABLE or rec.manifest is None:
+                continue
+            deps = rec.manifest.dependencies
+            graph[rec.id] = list(deps)
+            for dep_id, spec in deps.items():
+                dep = self._records.get(dep_id)
+                if dep is None:
+                    self._fail(rec, f"depends on {dep_id} {spec or ''}, which is not installed".rstrip())
+                    break
+                try:
+                    ok = not spec or Version(dep.manifest.version if dep.manifest else "0") in SpecifierSet(spec)
+                except (InvalidSpecifier, InvalidVersion) as e:
+                    self._fail(rec, f"bad dependency {dep_id} {spec!r}: {e}")
+                    break
+                if not ok:
+                    have = dep.manifest.version if dep.manifest else "?"
+                    self._fail(rec, f"depends on {dep_id} {spec}, but {have} is installed")
+                    break
+        # cycles (iterative DFS, colours)
+        colour: dict[str, int] = {}
+        for start in graph:
+            stack: list[tuple[str, Iterator[str]]] = [(start, iter(graph.get(start, [])))]
+            path = [start]
+            if colour.get(start):
+                continue
+            colour[start] = 1
+            while stack:
+                node, it = stack[-1]
+                nxt = next(it, None)
+                if nxt is None:
+                    colour[node] = 2
+                    stack.pop()
+                    path.pop()
+                elif colour.get(nxt) == 1:
+                    cycle = [*path[path.index(nxt):], nxt]
+                    for member in cycle[:-1]:
+                        self._fail(self._records[member], "dependency cycle: " + " -> ".join(cycle))
+                elif not colour.get(nxt) and nxt in graph:
+                    colour[nxt] = 1
+                    stack.append((nxt, iter(graph.get(nxt, []))))
+                    path.append(nxt)
+        # anything depending on a failed plugin fails too (to a fixed point)
+        changed = True
+        while changed:
+            changed = False
+            for rec in self._records.values():
+                if rec.status == AVAILABLE and rec.manifest is not None:
+                    for dep_id in rec.manifest.dependencies:
+                        dep = self._records.get(dep_id)
+                        if dep is not None and dep.status in (FAILED, DENIED):
+                            self._fail(rec, f"depends on {dep_id}, which is {dep.status}")
+                            changed = True
+                            break
+
+    def _fail(self, rec: _Record, error: str) -> None:
+        if rec.status != FAILED:
+            rec.status, rec.error = FAILED, error
+            log.warning("plugin %s: %s", rec.id, error)
+
+    def _find(self, ref: str) -> _Record:
+        rec = self._index.get(ref.lower())
+        if rec is None:
+            raise PluginNotFound(ref)
+        return rec
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def _ensure_loaded(self, rec: _Record) -> _Record:
+        if rec.status == LOADED:
+            return rec
+        if rec.status != AVAILABLE:
+            raise PluginDisabled(rec.id, rec.error or rec.status)
+        with self._lock:
+            if rec.status == LOADED:
+                return rec
+            for dep_id in rec.manifest.dependencies if rec.manifest else {}:
+                self._ensure_loaded(self._records[dep_id])
+            try:
+                code = rec.candidate.load()
+                rec.bound = self._bind(rec, code)
+            except (Exception, SystemExit) as e:  # plugin code may even call sys.exit()
+                self._fail(rec, f"failed to load: {type(e).__name__}: {e}")
+                raise PluginDisabled(rec.id, rec.error or "failed") from e
+            rec.code = code
+            for obj in code.hook_objects:
+                if self._has_hookimpls(obj) and not self.pm.is_registered(obj):
+                    self.pm.register(obj, name=f"{rec.id}:{id(obj)}")
+            if code.setup is not None:
+                try:
+                    self._call_maybe_async(code.setup, self._make_context(rec, "setup", None, None))
+                except Exception as e:
+                    self._fail(rec, f"setup failed: {type(e).__name__}: {e}")
+                    raise PluginDisabled(rec.id, rec.error or "failed") from e
+            for alias in code.aliases:
+                self._index.setdefault(alias.lower(), rec)
+            rec.status = LOADED
+            self._compile_hooks()
+            self.pm.hook.plugin_loaded(plugin_id=rec.id, version=self._version(rec),
+                                       tools=sorted(rec.bound))
+        return rec
+
+    @staticmethod
+    def _has_hookimpls(obj: Any) -> bool:
+        return any(
+            getattr(getattr(obj, n, None), "plughub_impl", None) is not None
+            for n in dir(obj) if not n.startswith("__")
+        )
+
+    def _bind(self, rec: _Record, code: LoadedCode) -> dict[str, Bound]:
+        bound: dict[str, Bound] = {}
+        for td in code.tools:
+            if td.spec.name in bound:
+                raise ValueError(f"two tools are named {td.spec.name!r}")
+            bound[td.spec.name] = self._bind_tool(rec, td)
+        return bound
+
+    def _bind_tool(self, rec: _Record, td: ToolDef) -> Bound:
+        m = rec.manifest
+        limits = m.limits if m is not None else None
+        timeout = td.timeout or (limits.timeout if limits is not None and "timeout" in limits.model_fields_set else None) or self.default_timeout
+        rate = limits.parsed_rate_limit if limits is not None else None
+        cacheable = td.cacheable if td.cacheable is not None else bool(limits and limits.cacheable)
+        denied = None
+        requested = permission_tokens(m)
+        if self._grants is not None:
+            granted = self._grants.get(rec.id, self._grants.get(rec.name, []))
+            missing = [t for t in requested if t not in granted and "*" not in granted]
+            if missing:
+                denied = f"plugin {rec.id} lacks granted permissions: {', '.join(missing)}"
+        creds = self._credentials_for(rec)
+        missing_creds = [
+            k for k, spec in (m.credentials.items() if m is not None else [])
+            if spec.required and creds.get(k) in (None, "")
+        ]
+        return Bound(
+            rec.id, td,
+            timeout=timeout,
+            ctx_factory=lambda call_id, deadline, emit: self._make_context(rec, call_id, deadline, emit),
+            denied=denied,
+            missing_credentials=missing_creds,
+            limiter=TokenBucket(rate.count, rate.per_seconds) if rate is not None else None,
+            cache=TTLCache(limits.cache_ttl if limits else 60.0) if cacheable and limits and limits.cache_ttl > 0 else None,
+            concurrency=limits.concurrency if limits is not None else None,
+            max_arg_bytes=limits.max_argument_bytes if limits is not None else 1 << 20,
+        )
+
+    def _version(self, rec: _Record) -> str:
+        if rec.code is not None and rec.code.version:
+            return rec.code.version
+        return rec.manifest.version if rec.manifest else "0.0.0"
+
+    def _values_for(self, rec: _Record, source: Mapping[str, Mapping[str, Any]], kind: str) -> dict[str, Any]:
+        specs = getattr(rec.manifest, kind, {}) if rec.manifest is not None else {}
+        out: dict[str, Any] = {}
+        for k, spec in specs.items():
+            if spec.env and spec.env in os.environ:
+                out[k] = os.environ[spec.env]
+            elif spec.default is not None:
+                out[k] = spec.default
+        out.update(source.get(rec.id, source.get(rec.name, {})))
+        return out
+
+    def _credentials_for(self, rec: _Record) -> dict[str, Any]:
+        return self._values_for(rec, self._credentials, "credentials")
+
+    def _make_context(self, rec: _Record, call_id: str, deadline: float | None, emit: Any) -> Context:
+        if rec.storage is None:
+            quota = rec.manifest.permissions.storage if rec.manifest else None
+            rec.storage = (
+                SQLiteStorage(self._data_dir / "storage.sqlite", rec.id, quota)
+                if self._data_dir is not None else MemoryStorage(quota)
+            )
+        fs = rec.manifest.permissions.filesystem if rec.manifest else None
+        data = self._data_dir / "plugins" / rec.name if self._data_dir is not None else None
+        return Context(
+            rec.id,
+            settings=self._values_for(rec, self._settings, "settings"),
+            credentials=self._credentials_for(rec),
+            storage=rec.storage,
+            emit=emit,
+            call_id=call_id,
+            deadline=deadline,
+            network=list(rec.manifest.permissions.network) if rec.manifest else [],
+            files=FileAccess(list(fs.read), list(fs.write), data) if fs else None,
+        )
+
+    def _compile_hooks(self) -> None:
+        def impls(name: str) -> list[Any]:
+            caller = getattr(self.pm.hook, name)
+            out = []
+            for impl in reversed(caller.get_hookimpls()):
+                fn, names = impl.function, impl.argnames
+                out.append(_subset_caller(fn, names))
+            return out
+
+        self._pipeline.set_hooks(impls("before_invoke"), impls("after_invoke"), impls("audit"))
+
+    # -- public: listing & catalog ---------------------------------------------------------
+
+    def plugins(self) -> list[PluginInfo]:
+        """Every plugin found, in discovery order, with status; imports nothing."""
+        out = []
+        for rec in self._records.values():
+            m = rec.manifest
+            out.append(PluginInfo(
+                id=rec.id, name=rec.name, version=self._version(rec),
+                description=(rec.code.description if rec.code and rec.code.description else None)
+                or (m.description if m else ""),
+                style=rec.candidate.style, source=rec.candidate.source, status=rec.status,
+                error=rec.error, tools=sorted(rec.bound) if rec.status == LOADED else None,
+                permissions=permission_tokens(m), aliases=list(rec.candidate.aliases)
+                + (rec.code.aliases if rec.code else []),
+            ))
+        return out
+
+    def plugin(self, ref: str) -> PluginInfo:
+        """One plugin by id, name or alias (its tools listed once it is loaded)."""
+        rec = self._find(ref)
+        if rec.status == AVAILABLE:
+            try:
+                self._ensure_loaded(rec)
+            except PluginDisabled:
+                pass
+        return next(p for p in self.plugins() if p.id == rec.id)
+
+    def load_all(self) -> list[PluginInfo]:
+        """Import every allowed plugin now; broken ones are reported, never raised."""
+        for rec in list(self._records.values()):
+            if rec.status == AVAILABLE:
+                try:
+                    self._ensure_loaded(rec)
+                except PluginDisabled:
+                    pass
+        return self.plugins()
+
+    def catalog(self) -> list[CatalogEntry]:
+        """Every tool of every usable plugin (loads plugins that are not loaded yet)."""
+        self.load_all()
+        entries = []
+        for rec in self._records.values():
+            if rec.status == LOADED:
+                for name, b in rec.bound.items():
+                    entries.append(CatalogEntry(rec.id, rec.name, b.tool.spec, llm_name(rec.name, name)))
+        return entries
+
+    def export_tools(self, fmt: str = "openai", **kw: Any) -> list[dict[str, Any]]:
+        """Tool definitions in ``openai``, ``responses``, ``anthropic`` or ``mcp`` shape."""
+        return export(self.catalog(), fmt, **kw)
+
+    # -- public: calls ---------------------------------------------------------------------
+
+    def resolve(self, plugin: str, tool: str | None = None) -> Bound:
+        """Find a tool by (plugin, tool), ``plugin.tool``, or an LLM name ``plugin__tool``."""
+        key = (plugin, tool)
+        hit = self._tool_index.get(key)
+        if hit is not None:
+            return hit
+        if tool is None:
+            if "__" in plugin:
+                plugin, tool = plugin.split("__", 1)
+            elif "." in plugin and plugin.lower() not in self._index:
+                plugin, tool = plugin.rsplit(".", 1)
+        if plugin.lower() not in self._index:
+            for entry in self.catalog() if "__" in key[0] else []:
+                if entry.llm_name == key[0]:
+                    plugin, tool = entry.plugin_id, entry.spec.name
+        rec = self._ensure_loaded(self._find(plugin))
+        if tool is None:
+            if len(rec.bound) == 1:
+                tool = next(iter(rec.bound))
+            else:
+                raise ToolNotFound(rec.id, "", list(rec.bound))
+        b = rec.bound.get(tool)
+        if b is None and rec.code is not None and rec.code.fallback is not None:
+            td = rec.code.fallback(tool)
+            if td is not None:
+                b = rec.bound[tool] = self._bind_tool(rec, td)
+        if b is None:
+            raise ToolNotFound(rec.id, tool, list(rec.bound))
+        self._tool_index[key] = b
+        return b
+
+    def invoke(
+        self, plugin: str, tool: str | None = None, args: Mapping[str, Any] | str | bytes | None = None,
+        *, caller: str | None = None, timeout: float | None = None,
+    ) -> ToolResult:
+        """Call a tool and wait for its result (sync tools run inline in this thread)."""
+        return self._pipeline.invoke(self.resolve(plugin, tool), args, caller, timeout)
+
+    async def ainvoke(
+        self, plugin: str, tool: str | None = None, args: Mapping[str, Any] | str | bytes | None = None,
+        *, caller: str | None = None, timeout: float | None = None,
+    ) -> ToolResult:
+        """Call a tool from async code; sync tools run in a thread, never on the loop."""
+        return await self._pipeline.ainvoke(self.resolve(plugin, tool), args, caller, timeout)
+
+    def astream(
+        self, plugin: str, tool: str | None = None, args: Mapping[str, Any] | str | bytes | None = None,
+        *, caller: str | None = None, timeout: float | None = None,
+    ) -> AsyncIterator[Any]:
+        """Events of one call as they happen, ending with its ``ToolResult``."""
+        return self._pipeline.astream(self.resolve(plugin, tool), args, caller, timeout)
+
+    def stream(
+        self, plugin: str, tool: str | None = None, args: Mapping[str, Any] | str | bytes | None = None,
+        *, caller: str | None = None, timeout: float | None = None,
+    ) -> Iterator[Any]:
+        """Sync version of ``astream`` (driven on the host's background loop)."""
+        b = self.resolve(plugin, tool)
+        q: queue.Queue[Any] = queue.Queue()
+        done = object()
+
+        async def pump() -> None:
+            try:
+                async for ev in self._pipeline.astream(b, args, caller, timeout):
+                    q.put(ev)
+            finally:
+                q.put(done)
+
+        fut = asyncio.run_coroutine_threadsafe(pump(), self._portal())
+        try:
+            while (item := q.get()) is not done:
+                yield item
+        finally:
+            fut.cancel()
+        fut.result() if not fut.cancelled() else None
+
+    def notify(self, event: str, data: Mapping[str, Any] | None = None) -> None:
+        """Fire an agent task event (``task_started``, ``task_completed``, ``error_occurred``)."""
+        if event not in ("task_started", "task_completed", "error_occurred"):
+            raise UsageError(f"unknown event {event!r}")
+        self.load_all()
+        results = getattr(self.pm.hook, event)(event_data=dict(data or {}))
+        for r in results:
+            if inspect.isawaitable(r):
+                self._run_coro(r)
+
+    def _fire_error(self, data: dict[str, Any]) -> None:
+        for r in self.pm.hook.error_occurred(event_data=data):
+            if inspect.isawaitable(r):
+                self._run_coro(r)
+
+    # -- event loop portal -----------------------------------------------------------------
+
+    def _portal(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                t = threading.Thread(target=loop.run_forever, name="plughub-loop", daemon=True)
+                t.start()
+                self._loop, self._loop_thread = loop, t
+            return self._loop
+
+    def _run_coro(self, coro: Any) -> Any:
+        loop = self._portal()
+        if threading.current_thread() is self._loop_thread:
+            raise UsageError("sync host calls cannot run on the host's own loop; use ainvoke")
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+    def _call_maybe_async(self, fn: Any, *args: Any) -> Any:
+        value = fn(*args)
+        return self._run_coro(value) if inspect.isawaitable(value) else value
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Run plugins' teardown, fire ``plugin_unloaded``, stop the background loop."""
+        if self._closed:
+            return
+        self._closed = True
+        for rec in self._records.values():
+            if rec.status == LOADED and rec.code is not None:
+                if rec.code.teardown is not None:
+                    try:
+                        self._call_maybe_async(rec.code.teardown)
+                    except Exception:
+                        log.exception("teardown of %s failed", rec.id)
+                self.pm.hook.plugin_unloaded(plugin_id=rec.id)
+            if isinstance(rec.storage, SQLiteStorage):
+                rec.storage.close()
+        self._pipeline.close()
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            if self._loop_thread is not None:
+                self._loop_thread.join(timeout=5)
+            self._loop.close()
+
+    def __enter__(self) -> PluginHost:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _subset_caller(fn: Any, names: tuple[str, ...]) -> Any:
+    """Call a hook impl with the subset of arguments it declares (positional, spec order)."""
+    if names == ("invocation",):
+        return lambda invocation, *rest: fn(invocation)
+    if names == ("invocation", "result"):
+        return fn
+    if names == ("event",):
+        return fn
+    if not names:
+        return lambda *a: fn()
+    order = {"invocation": 0, "result": 1, "event": 0}
+    idx = [order[n] for n in names]
+    return lambda *a: fn(*(a[i] for i in idx))

@@ -1,0 +1,57 @@
+"""Import plugin code from a folder under a private package name.
+
+Each plugins folder (or native plugin folder) becomes a synthetic package
+``plughub_plugins.<key>`` whose ``__init__.py`` is *not* executed: the AutoGPT seed's
+``plugins/__init__.py`` imports every plugin, denied ones included, so it is read with ``ast``
+instead (see ``_discovery``). Two plugins may then both have a ``utils.py`` without clashing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import re
+import sys
+import threading
+import types
+from pathlib import Path
+
+__all__ = ["import_from", "package_key"]
+
+ROOT = "plughub_plugins"
+_lock = threading.RLock()
+
+
+def package_key(root: Path) -> str:
+    stem = re.sub(r"\W", "_", root.name) or "root"
+    digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:10]
+    return f"{stem}_{digest}"
+
+
+def _ensure_package(name: str, path: list[str]) -> None:
+    if name in sys.modules:
+        return
+    mod = types.ModuleType(name)
+    mod.__path__ = path
+    mod.__package__ = name
+    sys.modules[name] = mod
+
+
+def import_from(root: Path, module: str) -> types.ModuleType:
+    """Import ``module`` (dotted, relative to ``root``) as part of ``root``'s private package.
+
+    ``root`` is also on ``sys.path`` while importing, so plugin code written with absolute
+    sibling imports (``import helpers``) works as it would when run directly.
+    """
+    with _lock:
+        _ensure_package(ROOT, [])
+        pkg = f"{ROOT}.{package_key(root)}"
+        _ensure_package(pkg, [str(root)])
+        sys.path.insert(0, str(root))
+        try:
+            return importlib.import_module(f"{pkg}.{module}")
+        finally:
+            try:
+                sys.path.remove(str(root))
+            except ValueError:
+                pass

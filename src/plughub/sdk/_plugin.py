@@ -1,0 +1,37 @@
+"""The ``Plugin`` base class: metadata, tools as decorated methods, and a lifecycle."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import ClassVar
+
+import pluggy
+
+from ._context import Context
+
+__all__ = ["Plugin", "hookimpl"]
+
+#: Marks a method of a plugin (or any registered object) as an implementation of a host hook.
+hookimpl = pluggy.HookimplMarker("plughub")
+
+
+class Plugin:
+    """Base class for native plugins.
+
+    Class attributes are the metadata used when the plugin has no ``plugin.yaml`` (e.g. when an
+    agent developer passes the class straight to ``PluginHost``). ``setup`` runs once before the
+    first call, ``teardown`` when the host unloads the plugin; both may be async.
+    """
+
+    id: ClassVar[str | None] = None
+    name: ClassVar[str | None] = None
+    version: ClassVar[str] = "0.0.0"
+    description: ClassVar[str] = ""
+
+    def setup(self, ctx: Context) -> None | Awaitable[None]:
+        """Prepare resources (connections, caches); ``ctx`` holds settings and credentials."""
+        return None
+
+    def teardown(self) -> None | Awaitable[None]:
+        """Release what ``setup`` acquired."""
+        return None
