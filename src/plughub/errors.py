@@ -7,7 +7,7 @@ who misuse the host, for broken plugins, and for infrastructure faults.
 Exception tree::
 
     PlughubError                    base of everything below
-    ├── ManifestError               a plugin.yaml (or seed config) is invalid; names file, field, line
+    ├── ManifestError               a plugin.yaml is invalid; names file, field and line
     ├── PluginError                 something is wrong with one plugin (carries ``plugin``)
     │   ├── PluginLoadError         its code failed to import or to build its tools
     │   ├── PluginNotFound          no plugin by that id, name or alias
@@ -42,9 +42,7 @@ class PlughubError(Exception):
 class ManifestError(PlughubError):
     """A manifest is invalid. ``problems`` lists ``(field, line, message)`` triples."""
 
-    def __init__(
-        self, path: str, problems: list[tuple[str, int | None, str]]
-    ) -> None:
+    def __init__(self, path: str, problems: list[tuple[str, int | None, str]]) -> None:
         self.path = path
         self.problems = problems
         lines = []

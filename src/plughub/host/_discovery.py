@@ -68,6 +68,7 @@ def _native(folder: Path) -> Candidate:
     except ManifestError as e:
         return _broken(fallback, "native", folder, str(e))
     if manifest.runtime != "inprocess" or not manifest.entrypoint:
+
         def unsupported() -> LoadedCode:
             raise RuntimeError(f"runtime {manifest.runtime!r} is not available in this host")
 
@@ -120,8 +121,8 @@ def _requirements(folder: Path, cfg: dict[str, Any]) -> list[str]:
     reqs = [str(r) for r in cfg.get("dependencies") or [] if isinstance(r, str)]
     req_file = folder / "requirements.txt"
     if req_file.is_file():
-        for line in req_file.read_text(encoding="utf-8").splitlines():
-            line = line.split("#", 1)[0].strip()
+        for raw in req_file.read_text(encoding="utf-8").splitlines():
+            line = raw.split("#", 1)[0].strip()
             if line and not line.startswith("-"):
                 reqs.append(line)
     return reqs
@@ -142,9 +143,11 @@ def _available_plugins(init: Path) -> dict[str, list[str]] | None:
         if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
             for alias in node.names:
                 origin[alias.asname or alias.name] = node.module.split(".")[0]
-        elif isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "AVAILABLE_PLUGINS" for t in node.targets
-        ) and isinstance(node.value, (ast.List, ast.Tuple)):
+        elif (
+            isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "AVAILABLE_PLUGINS" for t in node.targets)
+            and isinstance(node.value, (ast.List, ast.Tuple))
+        ):
             listed = [e.id for e in node.value.elts if isinstance(e, ast.Name)]
     if listed is None:
         return None
@@ -159,8 +162,13 @@ def _autogpt(root: Path, folder: Path, classes: list[str] | None) -> Candidate:
     plugin_id = f"local/{slug(folder.name)}"
     try:
         cfg = _seed_config(folder)
-        manifest = _synth(plugin_id, cfg.get("version"), str(cfg.get("description") or ""),
-                          _requirements(folder, cfg), f"{folder.name}.plugin")
+        manifest = _synth(
+            plugin_id,
+            cfg.get("version"),
+            str(cfg.get("description") or ""),
+            _requirements(folder, cfg),
+            f"{folder.name}.plugin",
+        )
     except (ValueError, yaml.YAMLError, ManifestError) as e:
         return _broken(plugin_id, "autogpt", folder, f"config.yaml: {e}")
 
@@ -193,7 +201,9 @@ def _scan_py(file: Path) -> tuple[list[str], bool]:
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             for dec in node.decorator_list:
                 target = dec.func if isinstance(dec, ast.Call) else dec
-                dname = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+                dname = (
+                    target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+                )
                 has_tool = has_tool or dname == "tool"
     return classes, has_tool
 
@@ -213,8 +223,13 @@ def _single_file(root: Path, file: Path) -> Candidate | None:
         return Candidate(manifest, "dialer", f"file:{file}", file, load_dialer, list(classes))
     if has_tool:
         manifest = _synth(plugin_id, None, "", [], file.stem)
-        return Candidate(manifest, "module", f"file:{file}", file,
-                         lambda: code_from_object(import_from(root, file.stem)))
+        return Candidate(
+            manifest,
+            "module",
+            f"file:{file}",
+            file,
+            lambda: code_from_object(import_from(root, file.stem)),
+        )
     return None
 
 
@@ -264,16 +279,31 @@ def discover_entry_points() -> list[Candidate]:
         fallback = f"{slug(dist.name if dist else 'entrypoint')}/{slug(ep.name)}"
         if manifest is None and error is None:
             try:
-                manifest = _synth(fallback, dist.version if dist else None,
-                                  (dist.metadata["Summary"] or "") if dist else "", [], ep.value)
+                manifest = _synth(
+                    fallback,
+                    dist.version if dist else None,
+                    (dist.metadata["Summary"] or "") if dist else "",
+                    [],
+                    ep.value,
+                )
             except ManifestError as e:
                 error = str(e)
 
         def load(ep: md.EntryPoint = ep) -> LoadedCode:
             return code_from_object(ep.load())
 
-        out.append(Candidate(manifest, "entrypoint", f"entrypoint:{ep.value}", None, load,
-                             [ep.name], error, fallback))
+        out.append(
+            Candidate(
+                manifest,
+                "entrypoint",
+                f"entrypoint:{ep.value}",
+                None,
+                load,
+                [ep.name],
+                error,
+                fallback,
+            )
+        )
     return out
 
 
@@ -290,6 +320,11 @@ def discover_object(obj: Any) -> Candidate:
     version = getattr(first, "version", None)
     description = getattr(first, "description", "") or ""
     module = getattr(first, "__module__", None) or getattr(first, "__name__", None) or "__main__"
-    manifest = _synth(pid, version if isinstance(version, str) else None,
-                      description if isinstance(description, str) else "", [], module)
+    manifest = _synth(
+        pid,
+        version if isinstance(version, str) else None,
+        description if isinstance(description, str) else "",
+        [],
+        module,
+    )
     return Candidate(manifest, "object", f"object:{pid}", None, lambda: code_from_object(obj))

@@ -7,6 +7,7 @@ records, the catalog and the hook manager.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import inspect
 import logging
@@ -203,7 +204,9 @@ class PluginHost:
             return
         if c.error is not None:
             rec = _Record(c, FAILED, c.error)
-        elif _matches(c.id, self._deny) or (self._allow is not None and not _matches(c.id, self._allow)):
+        elif _matches(c.id, self._deny) or (
+            self._allow is not None and not _matches(c.id, self._allow)
+        ):
             rec = _Record(c, DENIED, "not allowed by PLUGHUB_LOAD_PLUGINS / deny list")
         else:
             rec = _Record(c, AVAILABLE)
@@ -222,10 +225,14 @@ class PluginHost:
             for dep_id, spec in deps.items():
                 dep = self._records.get(dep_id)
                 if dep is None:
-                    self._fail(rec, f"depends on {dep_id} {spec or ''}, which is not installed".rstrip())
+                    self._fail(
+                        rec, f"depends on {dep_id} {spec or ''}, which is not installed".rstrip()
+                    )
                     break
                 try:
-                    ok = not spec or Version(dep.manifest.version if dep.manifest else "0") in SpecifierSet(spec)
+                    ok = not spec or Version(
+                        dep.manifest.version if dep.manifest else "0"
+                    ) in SpecifierSet(spec)
                 except (InvalidSpecifier, InvalidVersion) as e:
                     self._fail(rec, f"bad dependency {dep_id} {spec!r}: {e}")
                     break
@@ -249,7 +256,7 @@ class PluginHost:
                     stack.pop()
                     path.pop()
                 elif colour.get(nxt) == 1:
-                    cycle = [*path[path.index(nxt):], nxt]
+                    cycle = [*path[path.index(nxt) :], nxt]
                     for member in cycle[:-1]:
                         self._fail(self._records[member], "dependency cycle: " + " -> ".join(cycle))
                 elif not colour.get(nxt) and nxt in graph:
@@ -312,15 +319,17 @@ class PluginHost:
                 self._index.setdefault(alias.lower(), rec)
             rec.status = LOADED
             self._compile_hooks()
-            self.pm.hook.plugin_loaded(plugin_id=rec.id, version=self._version(rec),
-                                       tools=sorted(rec.bound))
+            self.pm.hook.plugin_loaded(
+                plugin_id=rec.id, version=self._version(rec), tools=sorted(rec.bound)
+            )
         return rec
 
     @staticmethod
     def _has_hookimpls(obj: Any) -> bool:
         return any(
             getattr(getattr(obj, n, None), "plughub_impl", None) is not None
-            for n in dir(obj) if not n.startswith("__")
+            for n in dir(obj)
+            if not n.startswith("__")
         )
 
     def _bind(self, rec: _Record, code: LoadedCode) -> dict[str, Bound]:
@@ -334,7 +343,15 @@ class PluginHost:
     def _bind_tool(self, rec: _Record, td: ToolDef) -> Bound:
         m = rec.manifest
         limits = m.limits if m is not None else None
-        timeout = td.timeout or (limits.timeout if limits is not None and "timeout" in limits.model_fields_set else None) or self.default_timeout
+        timeout = (
+            td.timeout
+            or (
+                limits.timeout
+                if limits is not None and "timeout" in limits.model_fields_set
+                else None
+            )
+            or self.default_timeout
+        )
         rate = limits.parsed_rate_limit if limits is not None else None
         cacheable = td.cacheable if td.cacheable is not None else bool(limits and limits.cacheable)
         denied = None
@@ -346,17 +363,23 @@ class PluginHost:
                 denied = f"plugin {rec.id} lacks granted permissions: {', '.join(missing)}"
         creds = self._credentials_for(rec)
         missing_creds = [
-            k for k, spec in (m.credentials.items() if m is not None else [])
+            k
+            for k, spec in (m.credentials.items() if m is not None else [])
             if spec.required and creds.get(k) in (None, "")
         ]
         return Bound(
-            rec.id, td,
+            rec.id,
+            td,
             timeout=timeout,
-            ctx_factory=lambda call_id, deadline, emit: self._make_context(rec, call_id, deadline, emit),
+            ctx_factory=lambda call_id, deadline, emit: self._make_context(
+                rec, call_id, deadline, emit
+            ),
             denied=denied,
             missing_credentials=missing_creds,
             limiter=TokenBucket(rate.count, rate.per_seconds) if rate is not None else None,
-            cache=TTLCache(limits.cache_ttl if limits else 60.0) if cacheable and limits and limits.cache_ttl > 0 else None,
+            cache=TTLCache(limits.cache_ttl if limits else 60.0)
+            if cacheable and limits and limits.cache_ttl > 0
+            else None,
             concurrency=limits.concurrency if limits is not None else None,
             max_arg_bytes=limits.max_argument_bytes if limits is not None else 1 << 20,
         )
@@ -366,7 +389,9 @@ class PluginHost:
             return rec.code.version
         return rec.manifest.version if rec.manifest else "0.0.0"
 
-    def _values_for(self, rec: _Record, source: Mapping[str, Mapping[str, Any]], kind: str) -> dict[str, Any]:
+    def _values_for(
+        self, rec: _Record, source: Mapping[str, Mapping[str, Any]], kind: str
+    ) -> dict[str, Any]:
         specs = getattr(rec.manifest, kind, {}) if rec.manifest is not None else {}
         out: dict[str, Any] = {}
         for k, spec in specs.items():
@@ -380,12 +405,15 @@ class PluginHost:
     def _credentials_for(self, rec: _Record) -> dict[str, Any]:
         return self._values_for(rec, self._credentials, "credentials")
 
-    def _make_context(self, rec: _Record, call_id: str, deadline: float | None, emit: Any) -> Context:
+    def _make_context(
+        self, rec: _Record, call_id: str, deadline: float | None, emit: Any
+    ) -> Context:
         if rec.storage is None:
             quota = rec.manifest.permissions.storage if rec.manifest else None
             rec.storage = (
                 SQLiteStorage(self._data_dir / "storage.sqlite", rec.id, quota)
-                if self._data_dir is not None else MemoryStorage(quota)
+                if self._data_dir is not None
+                else MemoryStorage(quota)
             )
         fs = rec.manifest.permissions.filesystem if rec.manifest else None
         data = self._data_dir / "plugins" / rec.name if self._data_dir is not None else None
@@ -419,35 +447,40 @@ class PluginHost:
         out = []
         for rec in self._records.values():
             m = rec.manifest
-            out.append(PluginInfo(
-                id=rec.id, name=rec.name, version=self._version(rec),
-                description=(rec.code.description if rec.code and rec.code.description else None)
-                or (m.description if m else ""),
-                style=rec.candidate.style, source=rec.candidate.source, status=rec.status,
-                error=rec.error, tools=sorted(rec.bound) if rec.status == LOADED else None,
-                permissions=permission_tokens(m), aliases=list(rec.candidate.aliases)
-                + (rec.code.aliases if rec.code else []),
-            ))
+            out.append(
+                PluginInfo(
+                    id=rec.id,
+                    name=rec.name,
+                    version=self._version(rec),
+                    description=(
+                        rec.code.description if rec.code and rec.code.description else None
+                    )
+                    or (m.description if m else ""),
+                    style=rec.candidate.style,
+                    source=rec.candidate.source,
+                    status=rec.status,
+                    error=rec.error,
+                    tools=sorted(rec.bound) if rec.status == LOADED else None,
+                    permissions=permission_tokens(m),
+                    aliases=list(rec.candidate.aliases) + (rec.code.aliases if rec.code else []),
+                )
+            )
         return out
 
     def plugin(self, ref: str) -> PluginInfo:
         """One plugin by id, name or alias (its tools listed once it is loaded)."""
         rec = self._find(ref)
         if rec.status == AVAILABLE:
-            try:
+            with contextlib.suppress(PluginDisabled):
                 self._ensure_loaded(rec)
-            except PluginDisabled:
-                pass
         return next(p for p in self.plugins() if p.id == rec.id)
 
     def load_all(self) -> list[PluginInfo]:
         """Import every allowed plugin now; broken ones are reported, never raised."""
         for rec in list(self._records.values()):
             if rec.status == AVAILABLE:
-                try:
+                with contextlib.suppress(PluginDisabled):
                     self._ensure_loaded(rec)
-                except PluginDisabled:
-                    pass
         return self.plugins()
 
     def catalog(self) -> list[CatalogEntry]:
@@ -457,7 +490,9 @@ class PluginHost:
         for rec in self._records.values():
             if rec.status == LOADED:
                 for name, b in rec.bound.items():
-                    entries.append(CatalogEntry(rec.id, rec.name, b.tool.spec, llm_name(rec.name, name)))
+                    entries.append(
+                        CatalogEntry(rec.id, rec.name, b.tool.spec, llm_name(rec.name, name))
+                    )
         return entries
 
     def export_tools(self, fmt: str = "openai", **kw: Any) -> list[dict[str, Any]]:
@@ -498,29 +533,49 @@ class PluginHost:
         return b
 
     def invoke(
-        self, plugin: str, tool: str | None = None, args: Mapping[str, Any] | str | bytes | None = None,
-        *, caller: str | None = None, timeout: float | None = None,
+        self,
+        plugin: str,
+        tool: str | None = None,
+        args: Mapping[str, Any] | str | bytes | None = None,
+        *,
+        caller: str | None = None,
+        timeout: float | None = None,
     ) -> ToolResult:
         """Call a tool and wait for its result (sync tools run inline in this thread)."""
         return self._pipeline.invoke(self.resolve(plugin, tool), args, caller, timeout)
 
     async def ainvoke(
-        self, plugin: str, tool: str | None = None, args: Mapping[str, Any] | str | bytes | None = None,
-        *, caller: str | None = None, timeout: float | None = None,
+        self,
+        plugin: str,
+        tool: str | None = None,
+        args: Mapping[str, Any] | str | bytes | None = None,
+        *,
+        caller: str | None = None,
+        timeout: float | None = None,
     ) -> ToolResult:
         """Call a tool from async code; sync tools run in a thread, never on the loop."""
         return await self._pipeline.ainvoke(self.resolve(plugin, tool), args, caller, timeout)
 
     def astream(
-        self, plugin: str, tool: str | None = None, args: Mapping[str, Any] | str | bytes | None = None,
-        *, caller: str | None = None, timeout: float | None = None,
+        self,
+        plugin: str,
+        tool: str | None = None,
+        args: Mapping[str, Any] | str | bytes | None = None,
+        *,
+        caller: str | None = None,
+        timeout: float | None = None,
     ) -> AsyncIterator[Any]:
         """Events of one call as they happen, ending with its ``ToolResult``."""
         return self._pipeline.astream(self.resolve(plugin, tool), args, caller, timeout)
 
     def stream(
-        self, plugin: str, tool: str | None = None, args: Mapping[str, Any] | str | bytes | None = None,
-        *, caller: str | None = None, timeout: float | None = None,
+        self,
+        plugin: str,
+        tool: str | None = None,
+        args: Mapping[str, Any] | str | bytes | None = None,
+        *,
+        caller: str | None = None,
+        timeout: float | None = None,
     ) -> Iterator[Any]:
         """Sync version of ``astream`` (driven on the host's background loop)."""
         b = self.resolve(plugin, tool)

@@ -8,6 +8,7 @@ instead (see ``_discovery``). Two plugins may then both have a ``utils.py`` with
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import re
@@ -51,7 +52,5 @@ def import_from(root: Path, module: str) -> types.ModuleType:
         try:
             return importlib.import_module(f"{pkg}.{module}")
         finally:
-            try:
+            with contextlib.suppress(ValueError):
                 sys.path.remove(str(root))
-            except ValueError:
-                pass

@@ -31,7 +31,9 @@ class TokenBucket:
         """Take a token; returns 0.0 on success, else the seconds to wait for the next one."""
         with self._lock:
             now = time.monotonic()
-            self._tokens = min(self.count, self._tokens + (now - self._stamp) * self.count / self.per)
+            self._tokens = min(
+                self.count, self._tokens + (now - self._stamp) * self.count / self.per
+            )
             self._stamp = now
             if self._tokens >= 1.0:
                 self._tokens -= 1.0

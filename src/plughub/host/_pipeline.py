@@ -105,7 +105,9 @@ def _error(message: str, reason: str, **meta: Any) -> ToolResult:
 class Pipeline:
     """Per-host invoke machinery; ``set_hooks`` recompiles the per-call hook lists."""
 
-    def __init__(self, run_coro: Callable[[Any], Any], error_hook: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(
+        self, run_coro: Callable[[Any], Any], error_hook: Callable[[dict[str, Any]], None]
+    ) -> None:
         self._before: list[Callable[..., Any]] = []
         self._after: list[Callable[..., Any]] = []
         self._audit: list[Callable[..., Any]] = []
@@ -136,7 +138,9 @@ class Pipeline:
             if len(args) > b.max_arg_bytes:
                 return _error(
                     f"arguments are {len(args)} bytes; the limit for {b.plugin_id} is "
-                    f"{b.max_arg_bytes}", "invalid_arguments")
+                    f"{b.max_arg_bytes}",
+                    "invalid_arguments",
+                )
             try:
                 args = json.loads(args)
             except ValueError as e:
@@ -152,7 +156,9 @@ class Pipeline:
         if b.missing_credentials:
             return _error(
                 f"plugin {b.plugin_id} needs credentials that are not set: "
-                + ", ".join(b.missing_credentials), "missing_credentials")
+                + ", ".join(b.missing_credentials),
+                "missing_credentials",
+            )
         inv: Invocation | None = None
         if self._before:
             inv = Invocation(b.plugin_id, b.name, dict(kwargs), str(next(_ids)), caller)
@@ -164,14 +170,18 @@ class Pipeline:
                     try:
                         kwargs = b.validate(decision.args)
                     except ArgumentsInvalid as e:
-                        return _error(f"a policy rewrote the arguments badly: {e}",
-                                      "invalid_arguments")
+                        return _error(
+                            f"a policy rewrote the arguments badly: {e}", "invalid_arguments"
+                        )
                     inv.args = dict(kwargs)
         if b.limiter is not None:
             wait = b.limiter.acquire()
             if wait:
-                return _error(f"rate limit for {b.plugin_id} exceeded; retry in {wait:.2f}s",
-                              "rate_limited", retry_after=round(wait, 3))
+                return _error(
+                    f"rate limit for {b.plugin_id} exceeded; retry in {wait:.2f}s",
+                    "rate_limited",
+                    retry_after=round(wait, 3),
+                )
         return kwargs, inv
 
     def _maybe_sync(self, value: Any) -> Any:
@@ -191,8 +201,15 @@ class Pipeline:
             return res
         log.warning("tool %s.%s raised %s", b.plugin_id, b.name, type(exc).__name__, exc_info=exc)
         try:
-            self._error_hook({"plugin_id": b.plugin_id, "tool": b.name, "call_id": call_id,
-                              "error": str(exc), "error_type": type(exc).__name__})
+            self._error_hook(
+                {
+                    "plugin_id": b.plugin_id,
+                    "tool": b.name,
+                    "call_id": call_id,
+                    "error": str(exc),
+                    "error_type": type(exc).__name__,
+                }
+            )
         except Exception:
             log.exception("an error_occurred hook failed")
         return _error(f"{type(exc).__name__}: {exc}", "exception")
@@ -201,8 +218,14 @@ class Pipeline:
         return _error(f"tool {b.plugin_id}.{b.name} did not finish within {timeout:g}s", "timeout")
 
     def _finish(
-        self, b: Bound, inv: Invocation | None, result: ToolResult, started: float,
-        args: Any, caller: str | None, cached: bool = False,
+        self,
+        b: Bound,
+        inv: Invocation | None,
+        result: ToolResult,
+        started: float,
+        args: Any,
+        caller: str | None,
+        cached: bool = False,
     ) -> ToolResult:
         if self._after:
             if inv is None:
@@ -213,12 +236,16 @@ class Pipeline:
                     result = replaced
         if self._audit:
             event = AuditEvent(
-                call_id=inv.call_id if inv else str(next(_ids)), plugin_id=b.plugin_id,
-                tool=b.name, caller=caller, started=time.time(),
+                call_id=inv.call_id if inv else str(next(_ids)),
+                plugin_id=b.plugin_id,
+                tool=b.name,
+                caller=caller,
+                started=time.time(),
                 duration=time.monotonic() - started,
                 outcome=result.reason or "error" if result.is_error else "ok",
                 arg_bytes=len(json.dumps(args, default=str)),
-                result_bytes=len(json.dumps(result.to_dict(), default=str)), cached=cached,
+                result_bytes=len(json.dumps(result.to_dict(), default=str)),
+                cached=cached,
             )
             for hook in self._audit:
                 try:
@@ -259,7 +286,9 @@ class Pipeline:
         self, b: Bound, kwargs: dict[str, Any], deadline: float, limit: float, emit: Any
     ) -> ToolResult:
         call = kwargs if b.ctx_factory is None else {**kwargs, **self._context(b, deadline, emit)}
-        if b.slots is not None and not b.slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+        if b.slots is not None and not b.slots.acquire(
+            timeout=max(0.0, deadline - time.monotonic())
+        ):
             return _error(f"{b.plugin_id} is at its concurrency limit", "busy")
         try:
             token = watchdog.arm(deadline)
@@ -324,7 +353,9 @@ class Pipeline:
     ) -> ToolResult:
         if b.kind == "sync":
             loop = asyncio.get_running_loop()
-            fut = loop.run_in_executor(self._executor, self._run_inline, b, kwargs, deadline, limit, emit)
+            fut = loop.run_in_executor(
+                self._executor, self._run_inline, b, kwargs, deadline, limit, emit
+            )
             try:
                 async with asyncio.timeout(limit + GRACE):
                     return await fut
@@ -392,8 +423,13 @@ class Pipeline:
         yield await self._afinish(b, inv, result, started, kwargs, caller)
 
     async def _produce(
-        self, b: Bound, kwargs: dict[str, Any], deadline: float, limit: float,
-        emit: Callable[[Any], None], queue: asyncio.Queue[Any],
+        self,
+        b: Bound,
+        kwargs: dict[str, Any],
+        deadline: float,
+        limit: float,
+        emit: Callable[[Any], None],
+        queue: asyncio.Queue[Any],
     ) -> None:
         loop = asyncio.get_running_loop()
         try:
@@ -401,7 +437,8 @@ class Pipeline:
                 result = await self._pump_agen(b, kwargs, deadline, limit, emit, queue)
             elif b.kind == "gen":
                 fut = loop.run_in_executor(
-                    self._executor, self._pump_gen, b, kwargs, deadline, limit, emit)
+                    self._executor, self._pump_gen, b, kwargs, deadline, limit, emit
+                )
                 try:
                     async with asyncio.timeout(limit + GRACE):
                         result = await fut
@@ -411,13 +448,6 @@ class Pipeline:
                 result = await self._arun(b, kwargs, deadline, limit, emit)
                 for item in result.content:
                     queue.put_nowait(item)
-                result = ToolResult([], result.structured, result.is_error, result.reason, result.meta) \
-                    if not result.is_error else result
-                if not result.is_error:
-                    # content was streamed above; the final result carries it again
-                    pass
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:
             result = self._failed(b, exc, "")
         # Let chunks scheduled with call_soon_threadsafe land before the final event.
@@ -426,8 +456,13 @@ class Pipeline:
         queue.put_nowait(_FINAL)
 
     async def _pump_agen(
-        self, b: Bound, kwargs: dict[str, Any], deadline: float, limit: float,
-        emit: Callable[[Any], None], queue: asyncio.Queue[Any],
+        self,
+        b: Bound,
+        kwargs: dict[str, Any],
+        deadline: float,
+        limit: float,
+        emit: Callable[[Any], None],
+        queue: asyncio.Queue[Any],
     ) -> ToolResult:
         call = kwargs if b.ctx_factory is None else {**kwargs, **self._context(b, deadline, emit)}
         agen = b.func(**call)
@@ -443,7 +478,11 @@ class Pipeline:
             await agen.aclose()
 
     def _pump_gen(
-        self, b: Bound, kwargs: dict[str, Any], deadline: float, limit: float,
+        self,
+        b: Bound,
+        kwargs: dict[str, Any],
+        deadline: float,
+        limit: float,
         emit: Callable[[Any], None],
     ) -> ToolResult:
         call = kwargs if b.ctx_factory is None else {**kwargs, **self._context(b, deadline, emit)}
@@ -452,7 +491,7 @@ class Pipeline:
             try:
                 for item in b.func(**call):
                     for piece in chunk_items(item):
-                        emit(piece)  # type: ignore[arg-type]
+                        emit(piece)
             finally:
                 fired = watchdog.disarm(token)
             return self._timed_out(b, limit) if fired else ToolResult()

@@ -44,8 +44,8 @@ class SQLiteStorage:
         with self._lock:
             if self.quota is not None:
                 (used,) = self._conn.execute(
-                    "SELECT COALESCE(SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(CAST(value AS BLOB))), 0)"
-                    " FROM kv WHERE plugin = ? AND key != ?",
+                    "SELECT COALESCE(SUM(LENGTH(CAST(key AS BLOB))"
+                    " + LENGTH(CAST(value AS BLOB))), 0) FROM kv WHERE plugin = ? AND key != ?",
                     (self._plugin, key),
                 ).fetchone()
                 need = used + len(key.encode()) + len(encoded.encode())

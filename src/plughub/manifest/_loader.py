@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
+from yaml.constructor import ConstructorError
 from yaml.events import (
     AliasEvent,
     CollectionEndEvent,
@@ -259,7 +260,8 @@ def _yaml_problem(exc: yaml.MarkedYAMLError) -> Problem:
         if exc.context_mark is not None and exc.context_mark is not mark:
             where = f" started on line {exc.context_mark.line + 1}"
         message = f"{message} ({exc.context}{where})"
-    return ("", mark.line + 1 if mark else None, f"YAML syntax error: {message}")
+    label = "invalid YAML value" if isinstance(exc, ConstructorError) else "YAML syntax error"
+    return ("", mark.line + 1 if mark else None, f"{label}: {message}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -403,6 +405,8 @@ def _message(error: ErrorDetails, loc: tuple[int | str, ...]) -> str:
         return msg
     if kind == "missing":
         return "required field is missing"
+    if kind == "invalid_key":
+        return "keys must be strings (put the key in quotes)"
     if kind == "extra_forbidden":
         message = "unknown field"
         model = _model_at(loc[:-1])

@@ -25,7 +25,7 @@ def _jsonable(value: Any) -> Any:
 
 def normalize(value: Any, tool: ToolDef) -> ToolResult:
     """Map a return value to a result; validates it against the return annotation if any."""
-    if type(value) is str:
+    if type(value) is str and tool.output is None:
         return ToolResult([Text(value)])
     if isinstance(value, ToolResult):
         return value

@@ -20,8 +20,13 @@ from threading import get_ident
 
 __all__ = ["DeadlineExceeded", "Watchdog", "watchdog"]
 
-_set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
-_set_async_exc.argtypes = [ctypes.c_ulong, ctypes.py_object]
+_set_async_exc = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.py_object)(
+    ("PyThreadState_SetAsyncExc", ctypes.pythonapi)
+)
+# The same C function with a NULL exception clears one that is pending but not yet raised.
+_clear_async_exc = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)(
+    ("PyThreadState_SetAsyncExc", ctypes.pythonapi)
+)
 
 
 class DeadlineExceeded(BaseException):
@@ -68,7 +73,7 @@ class Watchdog:
         fired = self._deadlines.pop(tid, None) is None
         if fired:
             with self._lock:  # wait until the watchdog has finished raising
-                _set_async_exc(tid, ctypes.py_object())  # type: ignore[arg-type]
+                _clear_async_exc(tid, None)
         if prev is not None:
             self._deadlines[tid] = prev
         return fired
@@ -81,7 +86,7 @@ class Watchdog:
                 for tid, deadline in list(self._deadlines.items()):
                     if deadline <= now:
                         if self._deadlines.pop(tid, None) is not None:
-                            _set_async_exc(tid, ctypes.py_object(DeadlineExceeded))
+                            _set_async_exc(tid, DeadlineExceeded)
                     elif deadline < nearest:
                         nearest = deadline
                 self._next_wake = nearest

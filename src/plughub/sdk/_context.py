@@ -174,7 +174,9 @@ class Context:
         self._http: PermissionedHttp | None = None
         self.extras: Mapping[str, Any] = extras or {}
 
-    def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
+    def progress(
+        self, progress: float, total: float | None = None, message: str | None = None
+    ) -> None:
         """Report progress; streamed to the caller when it listens, dropped otherwise."""
         if self._emit is not None:
             self._emit(Progress(progress, total, message))
@@ -210,5 +212,7 @@ class Context:
         """Calls back into the host's model; only where the host provides one and grants it."""
         llm = self.extras.get("llm")
         if llm is None:
-            raise ToolError("this host offers no LLM to plugins (or the llm permission was not granted)")
+            raise ToolError(
+                "this host offers no LLM to plugins (or the llm permission was not granted)"
+            )
         return llm

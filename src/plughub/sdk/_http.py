@@ -24,7 +24,7 @@ def host_allowed(url: str, grants: list[str]) -> bool:
         g_host, _, g_port = g.partition(":")
         if g_port and g_port != str(port):
             continue
-        if g_host == "*" or g_host == host:
+        if g_host in ("*", host):
             return True
         if g_host.startswith("*.") and fnmatch.fnmatch(host, g_host):
             return True

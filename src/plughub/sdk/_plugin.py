@@ -28,10 +28,10 @@ class Plugin:
     version: ClassVar[str] = "0.0.0"
     description: ClassVar[str] = ""
 
-    def setup(self, ctx: Context) -> None | Awaitable[None]:
+    def setup(self, ctx: Context) -> Awaitable[None] | None:
         """Prepare resources (connections, caches); ``ctx`` holds settings and credentials."""
         return None
 
-    def teardown(self) -> None | Awaitable[None]:
+    def teardown(self) -> Awaitable[None] | None:
         """Release what ``setup`` acquired."""
         return None

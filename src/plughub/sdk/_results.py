@@ -193,8 +193,12 @@ class Progress:
     message: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": "progress", "progress": self.progress, "total": self.total,
-                "message": self.message}
+        return {
+            "type": "progress",
+            "progress": self.progress,
+            "total": self.total,
+            "message": self.message,
+        }
 
 
 @dataclass(slots=True, frozen=True)

@@ -99,9 +99,11 @@ def tools_of(obj: Any) -> list[tuple[Callable[..., Any], ToolMarker]]:
     """The marked tools on a class instance or module, in definition order."""
     found: list[tuple[Callable[..., Any], ToolMarker]] = []
     seen: set[str] = set()
-    names = list(vars(obj)) if inspect.ismodule(obj) else [
-        n for klass in reversed(type(obj).__mro__) for n in vars(klass)
-    ]
+    names = (
+        list(vars(obj))
+        if inspect.ismodule(obj)
+        else [n for klass in reversed(type(obj).__mro__) for n in vars(klass)]
+    )
     for attr in names:
         if attr in seen:
             continue
@@ -202,7 +204,7 @@ def build_tool(func: Callable[..., Any], marker: ToolMarker | None = None) -> To
         )
         desc = pdoc.description if pdoc and not has_desc else None
         fields[pname] = (annotation, Field(default, description=desc))
-    model = create_model(  # type: ignore[call-overload]
+    model = create_model(
         f"{name}_arguments", __config__=ConfigDict(extra=extra), **fields
     )
     schema = model.model_json_schema()
@@ -225,7 +227,13 @@ def build_tool(func: Callable[..., Any], marker: ToolMarker | None = None) -> To
         streaming=kind in ("gen", "agen"),
     )
     return ToolDef(
-        spec, func, kind, pydantic_validator(model), ctx_param, output, marker.timeout,
+        spec,
+        func,
+        kind,
+        pydantic_validator(model),
+        ctx_param,
+        output,
+        marker.timeout,
         marker.cacheable,
     )
 

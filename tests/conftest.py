@@ -1,0 +1,30 @@
+"""Shared fixtures: no ambient plugins leak into tests."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("PLUGHUB_PLUGINS_PATH", "PLUGHUB_LOAD_PLUGINS", "PLUGHUB_DENY_PLUGINS"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def make_plugin(tmp_path: Path) -> Callable[..., Path]:
+    """Write a native plugin folder: ``make_plugin("name", manifest_yaml, code)``."""
+
+    def make(name: str, manifest: str, code: str = "", *, root: Path | None = None) -> Path:
+        folder = (root or tmp_path / "plugins") / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "plugin.yaml").write_text(textwrap.dedent(manifest))
+        if code:
+            (folder / "main.py").write_text(textwrap.dedent(code))
+        return folder
+
+    return make
