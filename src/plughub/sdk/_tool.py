@@ -203,7 +203,7 @@ def build_tool(func: Callable[..., Any], marker: ToolMarker | None = None) -> To
             isinstance(a, FieldInfo) and a.description for a in get_args(annotation)[1:]
         )
         desc = pdoc.description if pdoc and not has_desc else None
-        fields[pname] = (annotation, Field(default, description=desc))
+        fields[pname] = (annotation, Field(default, description=desc) if desc else default)
     model = create_model(
         f"{name}_arguments", __config__=ConfigDict(extra=extra), **fields
     )
