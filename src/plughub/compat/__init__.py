@@ -11,10 +11,13 @@ missing-argument errors, and running sync plugin code that expects an event loop
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import contextvars
 import inspect
 import re
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -81,18 +84,26 @@ def is_free_form(schema: Mapping[str, Any]) -> bool:
     )
 
 
-def schema_validator(schema: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+def schema_validator(
+    schema: Mapping[str, Any], owner: str
+) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
     """A ``ToolDef.validate`` for a JSON Schema: returns a dict copy or raises ArgumentsInvalid.
 
     The schema is checked here, at load time, so that a broken schema fails the plugin's load
-    instead of every call. Messages are clipped: a model sent a megabyte string should not get
-    it echoed back inside the error.
+    (ValueError naming ``owner``) instead of every call. Messages are clipped: a model sent a
+    megabyte string should not get it echoed back inside the error.
     """
+    if schema.get("type", "object") != "object":
+        raise ValueError(f"{owner}: the arguments schema must describe an object")
     if is_free_form(schema):
         return _require_mapping
     from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
 
-    Draft202012Validator.check_schema(schema)
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as e:
+        raise ValueError(f"{owner}: invalid JSON Schema: {_clip(e.message)}") from None
     validator = Draft202012Validator(schema)
 
     def validate(args: Mapping[str, Any]) -> dict[str, Any]:
@@ -149,6 +160,43 @@ def _current_loop() -> asyncio.AbstractEventLoop | None:
     return loop if isinstance(loop, asyncio.AbstractEventLoop) else None
 
 
+class _OwnedLoop:
+    """A thread's reusable loop; closed when the thread ends (its locals are dropped) or, for
+    threads that live until then (the main thread), at interpreter exit."""
+
+    __slots__ = ("__weakref__", "loop")
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        _all_owned.add(self)
+
+    def close(self) -> None:
+        if not self.loop.is_closed() and not self.loop.is_running():
+            self.loop.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+_owned = threading.local()
+_all_owned: weakref.WeakSet[_OwnedLoop] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_owned_loops() -> None:
+    for holder in list(_all_owned):
+        with contextlib.suppress(Exception):
+            holder.close()
+
+
+def _owned_loop() -> asyncio.AbstractEventLoop:
+    holder: _OwnedLoop | None = getattr(_owned, "holder", None)
+    if holder is None or holder.loop.is_closed():
+        holder = _owned.holder = _OwnedLoop()
+    return holder.loop
+
+
 def call_with_loop(fn: Callable[[], Any]) -> Any:
     """Call sync plugin code so that ``asyncio.get_event_loop().run_until_complete(...)`` works.
 
@@ -159,7 +207,9 @@ def call_with_loop(fn: Callable[[], Any]) -> Any:
 
     * a loop is running in this thread: run ``fn`` in a fresh thread (recursing into this);
     * a usable loop is already set: call ``fn`` as is;
-    * otherwise: set a fresh loop for the call, then close it and unset it again.
+    * otherwise: set this thread's own loop for the duration of the call, then unset it. That
+      loop is created once per thread and reused (as the seed's process-wide loop was; creating
+      one per call would cost more than most tools), and closed when the thread ends.
 
     An awaitable returned by ``fn`` is run to completion on that loop.
     """
@@ -173,7 +223,7 @@ def call_with_loop(fn: Callable[[], Any]) -> Any:
     if existing is not None and not existing.is_closed():
         value = fn()
         return existing.run_until_complete(_await(value)) if inspect.isawaitable(value) else value
-    loop = asyncio.new_event_loop()
+    loop = _owned_loop()
     asyncio.set_event_loop(loop)
     try:
         value = fn()
@@ -181,11 +231,7 @@ def call_with_loop(fn: Callable[[], Any]) -> Any:
             value = loop.run_until_complete(_await(value))
         return value
     finally:
-        try:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        finally:
-            asyncio.set_event_loop(existing)
-            loop.close()
+        asyncio.set_event_loop(existing)
 
 
 async def _await(value: Any) -> Any:

@@ -54,7 +54,9 @@ __all__ = [
 
 log = logging.getLogger("plughub.compat.autogpt")
 
-_SETTINGS: ContextVar[Mapping[str, Any] | None] = ContextVar("plughub_autogpt_settings", default=None)
+_SETTINGS: ContextVar[Mapping[str, Any] | None] = ContextVar(
+    "plughub_autogpt_settings", default=None
+)
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # Keys that mark a mapping as a JSON Schema rather than a ``{command: schema}`` table.
 _SCHEMA_KEYWORDS = frozenset({
@@ -198,10 +200,16 @@ class BasePlugin:
         return config
 
     def can_handle(self, command: Command) -> bool:
-        """Whether this plugin handles ``command``: by ``commands``, else by the names the
-        class's own code compares ``command.name`` with."""
-        names = self.commands or _inferred_commands(type(self))
-        return command.name in names
+        """Whether this plugin handles ``command``: by ``commands``, else by the keys of a
+        per-command ``get_schema()``, else by the names the class's own code compares
+        ``command.name`` with."""
+        commands = self.commands
+        if commands:
+            return command.name in ([commands] if isinstance(commands, str) else commands)
+        table = _per_command(_schema_of(self))
+        if table is not None:
+            return command.name in table
+        return command.name in _inferred_commands(type(self))
 
     def handle(self, command: Command) -> Any:
         """Execute the command (subclasses implement this)."""
@@ -256,14 +264,19 @@ _inferred_lock = threading.Lock()
 
 
 def _is_name_attr(node: ast.expr) -> bool:
-    return isinstance(node, ast.Attribute) and node.attr == "name" and isinstance(node.value, ast.Name)
+    return (
+        isinstance(node, ast.Attribute) and node.attr == "name"
+        and isinstance(node.value, ast.Name)
+    )
 
 
 def _literals(node: ast.expr) -> list[str]:
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return [node.value]
     if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
-        return [e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+        return [
+            e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)
+        ]
     return []
 
 
@@ -393,6 +406,8 @@ def _input_schema(schema: Any, command: str) -> dict[str, Any]:
 
 def _command_names(inst: BasePlugin) -> list[str]:
     commands = getattr(inst, "commands", None)
+    if isinstance(commands, str):
+        return [commands]
     if commands:
         return [str(c) for c in commands]
     table = _per_command(_schema_of(inst))
@@ -410,18 +425,18 @@ def _command_names(inst: BasePlugin) -> list[str]:
 
 def _make_tool(inst: BasePlugin, command: str, schema: dict[str, Any], multi: bool) -> ToolDef:
     label = _label(inst)
-    description = schema.pop("description", None) if "properties" in schema else None
+    description = schema.get("description")
     if not isinstance(description, str) or not description:
         description = _description(inst) + (f" (command: {command})" if multi else "")
-    validate = schema_validator(schema)
     owner = f"{label}.{command}"
+    validate = schema_validator(schema, f"plugin {label}, command {command!r}")
 
     def prepare(kwargs: dict[str, Any]) -> Command:
         cmd = Command(command, Args(kwargs, owner))
         if not settle(inst.validate_args(cmd.args)):
             raise ToolError(f"invalid arguments for {command}")
         if not settle(inst.can_handle(cmd)):
-            raise ToolError(f"plugin {label} cannot handle command {command!r} with these arguments")
+            raise ToolError(f"plugin {label} cannot handle command {command!r} with these args")
         return cmd
 
     def run(**kwargs: Any) -> Any:

@@ -300,7 +300,7 @@ class PluginHost:
             for dep_id in rec.manifest.dependencies if rec.manifest else {}:
                 self._ensure_loaded(self._records[dep_id])
             try:
-                code = rec.candidate.load()
+                code = self._load_code(rec)
                 rec.bound = self._bind(rec, code)
             except (Exception, SystemExit) as e:  # plugin code may even call sys.exit()
                 self._fail(rec, f"failed to load: {type(e).__name__}: {e}")
@@ -323,6 +323,26 @@ class PluginHost:
                 plugin_id=rec.id, version=self._version(rec), tools=sorted(rec.bound)
             )
         return rec
+
+    def _load_code(self, rec: _Record) -> LoadedCode:
+        """Import a plugin's code; seed styles get their host wiring first."""
+        style = rec.candidate.style
+        if style == "autogpt":
+            from ..compat import autogpt
+
+            overrides = self._settings.get(rec.id, self._settings.get(rec.name))
+            with autogpt.override_settings(overrides):
+                return rec.candidate.load()
+        if style == "dialer":
+            from ..compat import dialer
+
+            # Plugin-to-plugin calls (get_registry().get_plugin(...)) go through this host, so
+            # permissions, limits and audit apply to them too.
+            dialer.set_invoker(
+                lambda name, ctx: self.invoke(name, name, ctx, caller=dialer.current_caller()),
+                lister=lambda: [a for p in self.plugins() if p.style == "dialer" for a in p.aliases],
+            )
+        return rec.candidate.load()
 
     @staticmethod
     def _has_hookimpls(obj: Any) -> bool:
