@@ -3,6 +3,8 @@
 The public API for agent developers is ``PluginHost``; plugin authors import ``plughub.sdk``.
 """
 
+import logging as _logging
+
 from .errors import (
     DependencyError,
     ManifestError,
@@ -18,6 +20,9 @@ from .host import PluginHost, PluginInfo
 from .sdk import Context, Plugin, ToolError, ToolResult, hookimpl, tool
 
 __version__ = "0.1.0"
+
+# A library stays quiet unless the application configures logging.
+_logging.getLogger("plughub").addHandler(_logging.NullHandler())
 
 __all__ = [
     "Context",

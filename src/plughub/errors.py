@@ -11,8 +11,8 @@ Exception tree::
     ├── PluginError                 something is wrong with one plugin (carries ``plugin``)
     │   ├── PluginLoadError         its code failed to import or to build its tools
     │   ├── PluginNotFound          no plugin by that id, name or alias
-    │   ├── PluginDisabled          it exists but is denied, disabled or failed to load
-    │   └── DependencyError         a missing, mismatched or cyclic plugin dependency
+    │   └── PluginDisabled          it exists but is denied, disabled or failed to load
+    │       └── DependencyError     ... because a dependency is missing, mismatched or cyclic
     ├── ToolNotFound                the plugin has no tool by that name
     └── UsageError                  the caller passed something the host cannot accept
 
@@ -79,8 +79,8 @@ class PluginDisabled(PluginError):
         super().__init__(plugin, f"not available: {reason}")
 
 
-class DependencyError(PluginError):
-    """A plugin dependency is missing, has the wrong version, or forms a cycle."""
+class DependencyError(PluginDisabled):
+    """The plugin is unusable because a dependency is missing, mismatched or cyclic."""
 
 
 class ToolNotFound(PlughubError):

@@ -443,3 +443,109 @@ def test_notify_reaches_task_event_hooks() -> None:
         with pytest.raises(UsageError):
             host.notify("bogus")
     assert got == ["started:t1", "completed:t1"]
+
+
+def test_kwargs_tools_receive_extra_arguments_and_list_outputs_get_a_schema() -> None:
+    @tool
+    def gather(name: str, **extra: int) -> list[str]:
+        return [name, *sorted(f"{k}={v}" for k, v in extra.items())]
+
+    with PluginHost(tools=[gather], entry_points=False) as host:
+        r = host.invoke("tools", "gather", {"name": "n", "b": 2, "a": 1})
+        assert r.structured == ["n", "a=1", "b=2"]
+        (entry,) = host.catalog()
+        assert entry.spec.output_schema == {"items": {"type": "string"}, "type": "array"}
+
+
+def test_failing_hooks_deny_before_and_are_skipped_after() -> None:
+    class Broken:
+        @hookimpl
+        def before_invoke(self, invocation):  # type: ignore[no-untyped-def]
+            if invocation.tool == "boom":
+                return None
+            raise RuntimeError("policy bug")
+
+        @hookimpl
+        def after_invoke(self, result):  # type: ignore[no-untyped-def]
+            raise RuntimeError("observer bug")
+
+    with PluginHost(plugins=[Tools], entry_points=False, hooks=[Broken()]) as host:
+        r = host.invoke("tools", "sleepy", {"seconds": 0})
+        assert r.is_error and r.reason == "policy_error" and "policy bug" in r.text
+        r = host.invoke("tools", "boom")  # before allowed; the failing after hook is skipped
+        assert r.reason == "exception" and "kaput" in r.text
+
+
+def test_async_lifecycle_hooks_are_awaited() -> None:
+    got: list[str] = []
+
+    class AsyncHooks:
+        @hookimpl
+        async def plugin_loaded(self, plugin_id: str) -> None:
+            await asyncio.sleep(0)
+            got.append(plugin_id)
+
+    with PluginHost(plugins=[Tools], entry_points=False, hooks=[AsyncHooks()]) as host:
+        host.invoke("tools", "sleepy", {"seconds": 0})
+    assert got == ["acme/tools"]
+
+
+def test_plugins_declaring_hooks_load_eagerly_and_police_every_call(tmp_path: Path, make_plugin: Callable[..., Path]) -> None:
+    make_plugin("good", GOOD, GOOD_CODE)
+    policy = """
+        from plughub.sdk import Deny, Plugin, hookimpl
+
+        class Policy(Plugin):
+            @hookimpl
+            def before_invoke(self, invocation):
+                if invocation.args.get("a") == 13:
+                    return Deny("unlucky", reason="superstition")
+    """
+    make_plugin("policy", "id: acme/policy\nversion: 1.0.0\nentrypoint: main:Policy\nhooks: [before_invoke]\n", policy)
+    with host_for(tmp_path) as host:
+        assert {p.id: p.status for p in host.plugins()}["acme/policy"] == "loaded"
+        r = host.invoke("good", "add", {"a": 13})
+        assert r.is_error and r.reason == "superstition"
+        assert host.invoke("good", "add", {"a": 12}).structured == 13
+
+
+def test_dependency_failures_raise_dependency_error(tmp_path: Path, make_plugin: Callable[..., Path]) -> None:
+    from plughub import DependencyError
+
+    make_plugin("lonely", "id: acme/lonely\nversion: 1.0.0\nentrypoint: main\ndependencies: {acme/gone: '>=1'}\n",
+                "from plughub.sdk import tool\n@tool\ndef t() -> str:\n    return 'x'\n")
+    with host_for(tmp_path) as host, pytest.raises(DependencyError, match="acme/gone"):
+        host.invoke("lonely", "t")
+
+
+def test_single_file_plugin_class_is_discovered(tmp_path: Path) -> None:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "greeter.py").write_text(
+        "from plughub.sdk import Plugin, tool\n\n"
+        "class Greeter(Plugin):\n"
+        "    @tool\n"
+        "    def hello(self, name: str) -> str:\n"
+        "        return f'hello {name}'\n"
+    )
+    with host_for(tmp_path) as host:
+        assert host.invoke("greeter", "hello", {"name": "ada"}).text == "hello ada"
+
+
+def test_host_settings_reach_autogpt_style_plugins(tmp_path: Path) -> None:
+    folder = tmp_path / "plugins" / "configured"
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text("settings:\n  greeting: from-config\n")
+    (folder / "plugin.py").write_text(
+        "from plughub.compat.autogpt import BasePlugin\n\n"
+        "class Configured(BasePlugin):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.commands = ['greet']\n"
+        "    def handle(self, command):\n"
+        "        return {'greeting': self.config.get('greeting')}\n"
+    )
+    with host_for(tmp_path) as host:
+        assert host.invoke("configured", "greet", {}).structured == {"greeting": "from-config"}
+    with host_for(tmp_path, settings={"configured": {"greeting": "from-host"}}) as host:
+        assert host.invoke("configured", "greet", {}).structured == {"greeting": "from-host"}

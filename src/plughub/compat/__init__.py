@@ -69,9 +69,7 @@ def _clip(text: str) -> str:
 
 def _require_mapping(args: Any) -> dict[str, Any]:
     if not isinstance(args, Mapping):
-        raise ArgumentsInvalid(
-            f"invalid arguments: expected an object, got {type(args).__name__}"
-        )
+        raise ArgumentsInvalid(f"invalid arguments: expected an object, got {type(args).__name__}")
     if not all(isinstance(k, str) for k in args):
         raise ArgumentsInvalid("invalid arguments: every key must be a string")
     return dict(args)

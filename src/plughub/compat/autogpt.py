@@ -54,16 +54,38 @@ __all__ = [
 
 log = logging.getLogger("plughub.compat.autogpt")
 
+_GRANTS: ContextVar[list[str] | None] = ContextVar("plughub_autogpt_grants", default=None)
 _SETTINGS: ContextVar[Mapping[str, Any] | None] = ContextVar(
     "plughub_autogpt_settings", default=None
 )
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # Keys that mark a mapping as a JSON Schema rather than a ``{command: schema}`` table.
-_SCHEMA_KEYWORDS = frozenset({
-    "$schema", "$id", "$ref", "$defs", "type", "properties", "required", "additionalProperties",
-    "items", "enum", "const", "oneOf", "anyOf", "allOf", "not", "definitions", "patternProperties",
-    "description", "title", "default", "examples", "format",
-})
+_SCHEMA_KEYWORDS = frozenset(
+    {
+        "$schema",
+        "$id",
+        "$ref",
+        "$defs",
+        "type",
+        "properties",
+        "required",
+        "additionalProperties",
+        "items",
+        "enum",
+        "const",
+        "oneOf",
+        "anyOf",
+        "allOf",
+        "not",
+        "definitions",
+        "patternProperties",
+        "description",
+        "title",
+        "default",
+        "examples",
+        "format",
+    }
+)
 _FREE_FORM: dict[str, Any] = {"type": "object"}
 
 
@@ -137,6 +159,16 @@ def substitute_env(value: Any) -> Any:
 
 
 @contextlib.contextmanager
+def override_grants(granted: Iterable[str] | None) -> Iterator[None]:
+    """Within the block, ``adapt`` without ``granted`` uses these (the host's policy)."""
+    token = _GRANTS.set(None if granted is None else [str(g) for g in granted])
+    try:
+        yield
+    finally:
+        _GRANTS.reset(token)
+
+
+@contextlib.contextmanager
 def override_settings(settings: Mapping[str, Any] | None) -> Iterator[None]:
     """Within the block, ``load_config`` lays ``settings`` over ``config.yaml``'s settings.
 
@@ -170,8 +202,12 @@ class BasePlugin:
 
     def __init__(self) -> None:
         defaults: dict[str, Callable[[], Any]] = {
-            "name": str, "version": str, "description": str, "commands": list,
-            "event_handlers": dict, "granted_permissions": set,
+            "name": str,
+            "version": str,
+            "description": str,
+            "commands": list,
+            "event_handlers": dict,
+            "granted_permissions": set,
         }
         for attr, make in defaults.items():
             if not hasattr(self, attr):
@@ -265,8 +301,7 @@ _inferred_lock = threading.Lock()
 
 def _is_name_attr(node: ast.expr) -> bool:
     return (
-        isinstance(node, ast.Attribute) and node.attr == "name"
-        and isinstance(node.value, ast.Name)
+        isinstance(node, ast.Attribute) and node.attr == "name" and isinstance(node.value, ast.Name)
     )
 
 
@@ -332,8 +367,11 @@ def plugin_classes(module: types.ModuleType, names: list[str] | None = None) -> 
     error rather than a silently missing plugin.
     """
     found = {
-        n: obj for n, obj in vars(module).items()
-        if isinstance(obj, type) and issubclass(obj, BasePlugin) and obj not in _BASES
+        n: obj
+        for n, obj in vars(module).items()
+        if isinstance(obj, type)
+        and issubclass(obj, BasePlugin)
+        and obj not in _BASES
         and obj.__module__ == module.__name__
     }
     if names is None:
@@ -461,7 +499,9 @@ def _make_tool(inst: BasePlugin, command: str, schema: dict[str, Any], multi: bo
 
 def _instantiate(items: Iterable[Any], settings: Mapping[str, Any] | None) -> list[BasePlugin]:
     out: list[BasePlugin] = []
-    with override_settings(settings):
+    # Without explicit settings, keep any the host set around the import (override_settings).
+    scope = override_settings(settings) if settings is not None else contextlib.nullcontext()
+    with scope:
         for item in items:
             if isinstance(item, type):
                 if not issubclass(item, BasePlugin):
@@ -492,6 +532,8 @@ def adapt(
 
     Raises ValueError when two plugins declare the same command.
     """
+    if granted is None:
+        granted = _GRANTS.get()
     instances = _instantiate(items, settings)
     tools: list[ToolDef] = []
     owners: dict[str, str] = {}
@@ -511,8 +553,7 @@ def adapt(
                 )
             if command in owners:
                 raise ValueError(
-                    f"plugins {owners[command]} and {_label(inst)} both declare "
-                    f"command {command!r}"
+                    f"plugins {owners[command]} and {_label(inst)} both declare command {command!r}"
                 )
             owners[command] = _label(inst)
             tools.append(_make_tool(inst, command, _input_schema(schema, command), len(names) > 1))
@@ -537,10 +578,11 @@ def adapt(
     return LoadedCode(
         tools=tools,
         hook_objects=[EventBridge(inst, _label(inst)) for inst in instances],
-        aliases=list(dict.fromkeys(
-            n for inst in instances
-            if isinstance(n := getattr(inst, "name", ""), str) and n
-        )),
+        aliases=list(
+            dict.fromkeys(
+                n for inst in instances if isinstance(n := getattr(inst, "name", ""), str) and n
+            )
+        ),
         fallback=fallback,
         description=description if isinstance(description, str) and description else None,
         version=version if isinstance(version, str) and version else None,

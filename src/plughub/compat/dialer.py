@@ -49,10 +49,21 @@ Invoker = Callable[[str, dict[str, Any]], ToolResult]
 _FREE_FORM: dict[str, Any] = {"type": "object"}
 _SECTION_RE = re.compile(r"^([A-Z][A-Za-z ]*):\s*$")
 _TYPES = {
-    "str": "string", "string": "string", "int": "integer", "integer": "integer",
-    "float": "number", "number": "number", "bool": "boolean", "boolean": "boolean",
-    "dict": "object", "mapping": "object", "object": "object",
-    "list": "array", "array": "array", "tuple": "array", "sequence": "array",
+    "str": "string",
+    "string": "string",
+    "int": "integer",
+    "integer": "integer",
+    "float": "number",
+    "number": "number",
+    "bool": "boolean",
+    "boolean": "boolean",
+    "dict": "object",
+    "mapping": "object",
+    "object": "object",
+    "list": "array",
+    "array": "array",
+    "tuple": "array",
+    "sequence": "array",
 }
 
 _lock = threading.RLock()
@@ -244,9 +255,13 @@ def plugin_classes(module: types.ModuleType) -> list[type]:
     are intermediate bases (they could only raise NotImplementedError), so both are skipped.
     """
     return [
-        obj for n, obj in vars(module).items()
-        if isinstance(obj, type) and issubclass(obj, BasePlugin) and obj is not BasePlugin
-        and obj.__module__ == module.__name__ and not n.startswith("_")
+        obj
+        for n, obj in vars(module).items()
+        if isinstance(obj, type)
+        and issubclass(obj, BasePlugin)
+        and obj is not BasePlugin
+        and obj.__module__ == module.__name__
+        and not n.startswith("_")
         and obj.execute is not BasePlugin.execute
     ]
 
@@ -256,7 +271,7 @@ def _context_section(doc: str) -> str | None:
     for i, line in enumerate(lines):
         if line.strip().lower() == "context parameters:" and not line.startswith(" "):
             body = []
-            for rest in lines[i + 1:]:
+            for rest in lines[i + 1 :]:
                 if _SECTION_RE.match(rest) and not rest.startswith(" "):
                     break
                 body.append(rest)
@@ -294,8 +309,11 @@ def schema_from_docstring(doc: str | None) -> dict[str, Any] | None:
         if p.description:
             prop["description"] = p.description
         properties[pname] = prop
-    schema: dict[str, Any] = {"type": "object", "properties": properties,
-                              "additionalProperties": True}
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": True,
+    }
     required = [n for n, p in params.items() if not p.optional]
     if required:
         schema["required"] = required

@@ -4,4 +4,12 @@ from ._formats import FORMATS, CatalogEntry, llm_name
 from ._host import PluginHost, PluginInfo, permission_tokens
 from ._pipeline import Bound
 
-__all__ = ["FORMATS", "Bound", "CatalogEntry", "PluginHost", "PluginInfo", "llm_name", "permission_tokens"]
+__all__ = [
+    "FORMATS",
+    "Bound",
+    "CatalogEntry",
+    "PluginHost",
+    "PluginInfo",
+    "llm_name",
+    "permission_tokens",
+]

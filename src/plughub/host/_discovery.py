@@ -198,8 +198,13 @@ def _scan_py(file: Path) -> tuple[list[str], bool]:
                 if bname.endswith("BasePlugin") and bname != node.name:
                     classes.append(node.name)
                     break
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            for dec in node.decorator_list:
+        functions = [node] if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) else []
+        if isinstance(node, ast.ClassDef):  # a Plugin subclass with @tool methods
+            functions = [
+                n for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+            ]
+        for fn in functions:
+            for dec in fn.decorator_list:
                 target = dec.func if isinstance(dec, ast.Call) else dec
                 dname = (
                     target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")

@@ -24,7 +24,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from .. import hookspecs
-from ..errors import PluginDisabled, PluginNotFound, ToolNotFound, UsageError
+from ..errors import DependencyError, PluginDisabled, PluginNotFound, ToolNotFound, UsageError
 from ..manifest import PluginManifest
 from ..runtime._code import LoadedCode
 from ..sdk import Context, FileAccess, MemoryStorage, Storage, ToolResult
@@ -76,6 +76,7 @@ class _Record:
     code: LoadedCode | None = None
     bound: dict[str, Bound] = field(default_factory=dict)
     storage: Storage | None = None
+    dependency_problem: bool = False
 
     @property
     def id(self) -> str:
@@ -192,6 +193,11 @@ class PluginHost:
             self._add(c)
         self._check_dependencies()
         self._compile_hooks()
+        # Plugins that declare host hooks must see calls from the first one on: load them now.
+        for rec in list(self._records.values()):
+            if rec.status == AVAILABLE and rec.manifest is not None and rec.manifest.hooks:
+                with contextlib.suppress(PluginDisabled):
+                    self._ensure_loaded(rec)
 
     # -- records ---------------------------------------------------------------------------
 
@@ -225,20 +231,21 @@ class PluginHost:
             for dep_id, spec in deps.items():
                 dep = self._records.get(dep_id)
                 if dep is None:
-                    self._fail(
-                        rec, f"depends on {dep_id} {spec or ''}, which is not installed".rstrip()
-                    )
+                    missing = f"depends on {dep_id} {spec or ''}".rstrip()
+                    self._fail(rec, f"{missing}, which is not installed", dependency=True)
                     break
                 try:
                     ok = not spec or Version(
                         dep.manifest.version if dep.manifest else "0"
                     ) in SpecifierSet(spec)
                 except (InvalidSpecifier, InvalidVersion) as e:
-                    self._fail(rec, f"bad dependency {dep_id} {spec!r}: {e}")
+                    self._fail(rec, f"bad dependency {dep_id} {spec!r}: {e}", dependency=True)
                     break
                 if not ok:
                     have = dep.manifest.version if dep.manifest else "?"
-                    self._fail(rec, f"depends on {dep_id} {spec}, but {have} is installed")
+                    self._fail(
+                        rec, f"depends on {dep_id} {spec}, but {have} is installed", dependency=True
+                    )
                     break
         # cycles (iterative DFS, colours)
         colour: dict[str, int] = {}
@@ -258,7 +265,11 @@ class PluginHost:
                 elif colour.get(nxt) == 1:
                     cycle = [*path[path.index(nxt) :], nxt]
                     for member in cycle[:-1]:
-                        self._fail(self._records[member], "dependency cycle: " + " -> ".join(cycle))
+                        self._fail(
+                            self._records[member],
+                            "dependency cycle: " + " -> ".join(cycle),
+                            dependency=True,
+                        )
                 elif not colour.get(nxt) and nxt in graph:
                     colour[nxt] = 1
                     stack.append((nxt, iter(graph.get(nxt, []))))
@@ -272,13 +283,15 @@ class PluginHost:
                     for dep_id in rec.manifest.dependencies:
                         dep = self._records.get(dep_id)
                         if dep is not None and dep.status in (FAILED, DENIED):
-                            self._fail(rec, f"depends on {dep_id}, which is {dep.status}")
+                            self._fail(
+                                rec, f"depends on {dep_id}, which is {dep.status}", dependency=True
+                            )
                             changed = True
                             break
 
-    def _fail(self, rec: _Record, error: str) -> None:
+    def _fail(self, rec: _Record, error: str, dependency: bool = False) -> None:
         if rec.status != FAILED:
-            rec.status, rec.error = FAILED, error
+            rec.status, rec.error, rec.dependency_problem = FAILED, error, dependency
             log.warning("plugin %s: %s", rec.id, error)
 
     def _find(self, ref: str) -> _Record:
@@ -293,7 +306,8 @@ class PluginHost:
         if rec.status == LOADED:
             return rec
         if rec.status != AVAILABLE:
-            raise PluginDisabled(rec.id, rec.error or rec.status)
+            error = DependencyError if rec.dependency_problem else PluginDisabled
+            raise error(rec.id, rec.error or rec.status)
         with self._lock:
             if rec.status == LOADED:
                 return rec
@@ -319,8 +333,11 @@ class PluginHost:
                 self._index.setdefault(alias.lower(), rec)
             rec.status = LOADED
             self._compile_hooks()
-            self.pm.hook.plugin_loaded(
-                plugin_id=rec.id, version=self._version(rec), tools=sorted(rec.bound)
+            self._fire(
+                "plugin_loaded",
+                plugin_id=rec.id,
+                version=self._version(rec),
+                tools=sorted(rec.bound),
             )
         return rec
 
@@ -331,7 +348,8 @@ class PluginHost:
             from ..compat import autogpt
 
             overrides = self._settings.get(rec.id, self._settings.get(rec.name))
-            with autogpt.override_settings(overrides):
+            grants = None if self._grants is None else self._grants_for(rec)
+            with autogpt.override_settings(overrides), autogpt.override_grants(grants):
                 return rec.candidate.load()
         if style == "dialer":
             from ..compat import dialer
@@ -340,7 +358,9 @@ class PluginHost:
             # permissions, limits and audit apply to them too.
             dialer.set_invoker(
                 lambda name, ctx: self.invoke(name, name, ctx, caller=dialer.current_caller()),
-                lister=lambda: [a for p in self.plugins() if p.style == "dialer" for a in p.aliases],
+                lister=lambda: [
+                    a for p in self.plugins() if p.style == "dialer" for a in p.aliases
+                ],
             )
         return rec.candidate.load()
 
@@ -377,7 +397,7 @@ class PluginHost:
         denied = None
         requested = permission_tokens(m)
         if self._grants is not None:
-            granted = self._grants.get(rec.id, self._grants.get(rec.name, []))
+            granted = self._grants_for(rec)
             missing = [t for t in requested if t not in granted and "*" not in granted]
             if missing:
                 denied = f"plugin {rec.id} lacks granted permissions: {', '.join(missing)}"
@@ -403,6 +423,10 @@ class PluginHost:
             concurrency=limits.concurrency if limits is not None else None,
             max_arg_bytes=limits.max_argument_bytes if limits is not None else 1 << 20,
         )
+
+    def _grants_for(self, rec: _Record) -> list[str]:
+        assert self._grants is not None
+        return self._grants.get(rec.id, self._grants.get(rec.name, []))
 
     def _version(self, rec: _Record) -> str:
         if rec.code is not None and rec.code.version:
@@ -503,11 +527,18 @@ class PluginHost:
                     self._ensure_loaded(rec)
         return self.plugins()
 
-    def catalog(self) -> list[CatalogEntry]:
-        """Every tool of every usable plugin (loads plugins that are not loaded yet)."""
-        self.load_all()
+    def catalog(self, plugins: Sequence[str] | None = None) -> list[CatalogEntry]:
+        """Every tool of every usable plugin, or of ``plugins`` only (loading them as needed)."""
+        if plugins is None:
+            self.load_all()
+            records = list(self._records.values())
+        else:
+            records = [self._find(ref) for ref in plugins]
+            for rec in records:
+                with contextlib.suppress(PluginDisabled):
+                    self._ensure_loaded(rec)
         entries = []
-        for rec in self._records.values():
+        for rec in records:
             if rec.status == LOADED:
                 for name, b in rec.bound.items():
                     entries.append(
@@ -515,9 +546,18 @@ class PluginHost:
                     )
         return entries
 
-    def export_tools(self, fmt: str = "openai", **kw: Any) -> list[dict[str, Any]]:
-        """Tool definitions in ``openai``, ``responses``, ``anthropic`` or ``mcp`` shape."""
-        return export(self.catalog(), fmt, **kw)
+    def export_tools(
+        self, fmt: str = "openai", *, plugins: Sequence[str] | None = None, **kw: Any
+    ) -> list[dict[str, Any]]:
+        """Tool definitions in ``openai``, ``responses``, ``anthropic`` or ``mcp`` shape.
+
+        ``plugins`` limits the export (and the imports it causes) to those plugins.
+        """
+        return export(self.catalog(plugins), fmt, **kw)
+
+    def manifest(self, ref: str) -> PluginManifest | None:
+        """A plugin's manifest (made up from seed metadata for plugins that have none)."""
+        return self._find(ref).manifest
 
     # -- public: calls ---------------------------------------------------------------------
 
@@ -538,10 +578,12 @@ class PluginHost:
                     plugin, tool = entry.plugin_id, entry.spec.name
         rec = self._ensure_loaded(self._find(plugin))
         if tool is None:
-            if len(rec.bound) == 1:
-                tool = next(iter(rec.bound))
-            else:
-                raise ToolNotFound(rec.id, "", list(rec.bound))
+            if len(rec.bound) != 1:
+                raise UsageError(
+                    f"plugin {rec.id} has {len(rec.bound)} tools "
+                    f"({', '.join(sorted(rec.bound)) or 'none'}); name one"
+                )
+            tool = next(iter(rec.bound))
         b = rec.bound.get(tool)
         if b is None and rec.code is not None and rec.code.fallback is not None:
             td = rec.code.fallback(tool)
@@ -597,8 +639,16 @@ class PluginHost:
         caller: str | None = None,
         timeout: float | None = None,
     ) -> Iterator[Any]:
-        """Sync version of ``astream`` (driven on the host's background loop)."""
+        """Sync version of ``astream`` (driven on the host's background loop).
+
+        Unknown plugins or tools raise here, not on the first ``next()``.
+        """
         b = self.resolve(plugin, tool)
+        return self._stream(b, args, caller, timeout)
+
+    def _stream(
+        self, b: Bound, args: Any, caller: str | None, timeout: float | None
+    ) -> Iterator[Any]:
         q: queue.Queue[Any] = queue.Queue()
         done = object()
 
@@ -615,20 +665,20 @@ class PluginHost:
                 yield item
         finally:
             fut.cancel()
-        fut.result() if not fut.cancelled() else None
 
     def notify(self, event: str, data: Mapping[str, Any] | None = None) -> None:
         """Fire an agent task event (``task_started``, ``task_completed``, ``error_occurred``)."""
         if event not in ("task_started", "task_completed", "error_occurred"):
             raise UsageError(f"unknown event {event!r}")
         self.load_all()
-        results = getattr(self.pm.hook, event)(event_data=dict(data or {}))
-        for r in results:
-            if inspect.isawaitable(r):
-                self._run_coro(r)
+        self._fire(event, event_data=dict(data or {}))
 
     def _fire_error(self, data: dict[str, Any]) -> None:
-        for r in self.pm.hook.error_occurred(event_data=data):
+        self._fire("error_occurred", event_data=data)
+
+    def _fire(self, hook: str, **kwargs: Any) -> None:
+        """Call a hook; async implementations are awaited on the host's loop."""
+        for r in getattr(self.pm.hook, hook)(**kwargs):
             if inspect.isawaitable(r):
                 self._run_coro(r)
 
@@ -667,7 +717,7 @@ class PluginHost:
                         self._call_maybe_async(rec.code.teardown)
                     except Exception:
                         log.exception("teardown of %s failed", rec.id)
-                self.pm.hook.plugin_unloaded(plugin_id=rec.id)
+                self._fire("plugin_unloaded", plugin_id=rec.id)
             if isinstance(rec.storage, SQLiteStorage):
                 rec.storage.close()
         self._pipeline.close()

@@ -65,6 +65,16 @@ def code_from_object(obj: Any) -> LoadedCode:
             description=obj.description or None,
         )
     if inspect.ismodule(obj):
+        own = [
+            v
+            for v in vars(obj).values()
+            if inspect.isclass(v)
+            and issubclass(v, Plugin)
+            and v is not Plugin
+            and v.__module__ == obj.__name__
+        ]
+        if len(own) == 1:  # a single-file plugin written as a Plugin subclass
+            return code_from_object(own[0])
         return LoadedCode(tools=[build_tool(f, m) for f, m in tools_of(obj)], hook_objects=[obj])
     if callable(obj) and getattr(obj, MARK, None) is not None:
         return LoadedCode(tools=[build_tool(obj)])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import json as _json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 __all__ = [
@@ -135,8 +135,9 @@ class ToolResult:
 
     ``is_error`` marks a failure the caller (or a model) should read; ``reason`` is a stable
     machine-readable code for it (``invalid_arguments``, ``tool_error``, ``exception``,
-    ``timeout``, ``permission_denied``, ``rate_limited``, ``denied_by_policy``,
-    ``invalid_output``, ``busy``), so that any refusal can be explained later.
+    ``timeout``, ``permission_denied``, ``missing_credentials``, ``rate_limited``,
+    ``denied_by_policy`` or a hook's own code, ``policy_error``, ``invalid_output``, ``busy``),
+    so that any refusal can be explained later.
     """
 
     content: list[Content]

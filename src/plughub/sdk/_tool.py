@@ -162,9 +162,11 @@ def pydantic_validator(model: type[BaseModel]) -> Callable[[Mapping[str, Any]], 
 
     def run(args: Mapping[str, Any]) -> dict[str, Any]:
         try:
-            return validate(args).__dict__  # type: ignore[no-any-return]
+            inst = validate(args)
         except ValidationError as e:
             raise ArgumentsInvalid(_readable(e)) from None
+        extra = inst.__pydantic_extra__  # only set for tools that take **kwargs
+        return {**inst.__dict__, **extra} if extra else inst.__dict__
 
     return run
 
@@ -204,9 +206,7 @@ def build_tool(func: Callable[..., Any], marker: ToolMarker | None = None) -> To
         )
         desc = pdoc.description if pdoc and not has_desc else None
         fields[pname] = (annotation, Field(default, description=desc) if desc else default)
-    model = create_model(
-        f"{name}_arguments", __config__=ConfigDict(extra=extra), **fields
-    )
+    model = create_model(f"{name}_arguments", __config__=ConfigDict(extra=extra), **fields)
     schema = model.model_json_schema()
     schema.pop("title", None)
     ret = hints.get("return", sig.return_annotation)
@@ -238,9 +238,19 @@ def build_tool(func: Callable[..., Any], marker: ToolMarker | None = None) -> To
     )
 
 
+def _is_content(ann: Any) -> bool:
+    if ann in _PASSTHROUGH:
+        return True
+    if get_origin(ann) is list:  # list[Text], list[Text | Image]: content blocks
+        (item,) = get_args(ann) or (Any,)
+        members = get_args(item) if get_origin(item) is not None else (item,)
+        return all(m in _CONTENT_TYPES for m in members)
+    return False
+
+
 def _returns_content(ret: Any) -> bool:
-    args = get_args(ret)
-    candidates = args if args else (ret,)
-    return any(a in _PASSTHROUGH or a is list for a in candidates) and all(
-        a in _PASSTHROUGH or get_origin(a) is list for a in candidates
+    """True when every member of the return annotation is already model-facing content."""
+    members = (
+        get_args(ret) if get_origin(ret) is not None and get_origin(ret) is not list else (ret,)
     )
+    return all(_is_content(m) for m in members)
