@@ -175,6 +175,12 @@ class Pipeline:
                     f"arguments are {size} bytes; the limit for {b.plugin_id} is {b.max_arg_bytes}",
                     "invalid_arguments",
                 )
+            if b.tool.validate_json is not None:
+                try:
+                    c.kwargs = b.tool.validate_json(args)
+                except ArgumentsInvalid as e:
+                    return _error(str(e), "invalid_arguments")
+                return self._checks(c)
             try:
                 args = json.loads(args)
             except ValueError as e:
@@ -185,6 +191,11 @@ class Pipeline:
             c.kwargs = b.validate(args)
         except ArgumentsInvalid as e:
             return _error(str(e), "invalid_arguments")
+        return self._checks(c)
+
+    def _checks(self, c: _Call) -> ToolResult | None:
+        """Permission, credentials, policy and rate limit, on validated arguments."""
+        b = c.b
         if b.denied is not None:
             return _error(b.denied, "permission_denied")
         if b.missing_credentials:

@@ -128,6 +128,8 @@ class ToolDef:
     output: TypeAdapter[Any] | None = None
     timeout: float | None = None
     cacheable: bool | None = None
+    #: Parses and validates JSON text in one pass (pydantic-core), for wire arguments.
+    validate_json: Callable[[str | bytes], dict[str, Any]] | None = None
 
 
 def _kind(func: Callable[..., Any]) -> Kind:
@@ -156,17 +158,38 @@ def _readable(err: ValidationError) -> str:
     return "invalid arguments: " + "; ".join(parts)
 
 
+def _kwargs(inst: BaseModel) -> dict[str, Any]:
+    extra = inst.__pydantic_extra__  # only set for tools that take **kwargs
+    return {**inst.__dict__, **extra} if extra else inst.__dict__
+
+
 def pydantic_validator(model: type[BaseModel]) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
     """Validate a mapping with ``model`` and return keyword arguments (fields, not dumps)."""
     validate = model.__pydantic_validator__.validate_python
 
     def run(args: Mapping[str, Any]) -> dict[str, Any]:
         try:
-            inst = validate(args)
+            return _kwargs(validate(args))
         except ValidationError as e:
             raise ArgumentsInvalid(_readable(e)) from None
-        extra = inst.__pydantic_extra__  # only set for tools that take **kwargs
-        return {**inst.__dict__, **extra} if extra else inst.__dict__
+
+    return run
+
+
+def pydantic_json_validator(model: type[BaseModel]) -> Callable[[str | bytes], dict[str, Any]]:
+    """Like ``pydantic_validator`` for JSON text: ~3x cheaper than ``json.loads`` + validate."""
+    validate = model.__pydantic_validator__.validate_json
+
+    def run(text: str | bytes) -> dict[str, Any]:
+        try:
+            return _kwargs(validate(text))
+        except ValidationError as e:
+            first = e.errors(include_url=False)[0]
+            if first["type"] == "json_invalid":
+                raise ArgumentsInvalid(f"arguments are not valid JSON: {first['msg']}") from None
+            if first["type"] == "model_type" and not first["loc"]:
+                raise ArgumentsInvalid("arguments must be a JSON object") from None
+            raise ArgumentsInvalid(_readable(e)) from None
 
     return run
 
@@ -235,6 +258,7 @@ def build_tool(func: Callable[..., Any], marker: ToolMarker | None = None) -> To
         output,
         marker.timeout,
         marker.cacheable,
+        pydantic_json_validator(model),
     )
 
 
