@@ -549,3 +549,12 @@ def test_host_settings_reach_autogpt_style_plugins(tmp_path: Path) -> None:
         assert host.invoke("configured", "greet", {}).structured == {"greeting": "from-config"}
     with host_for(tmp_path, settings={"configured": {"greeting": "from-host"}}) as host:
         assert host.invoke("configured", "greet", {}).structured == {"greeting": "from-host"}
+
+
+def test_plugins_needing_another_python_or_plughub_are_reported(tmp_path: Path, make_plugin: Callable[..., Path]) -> None:
+    make_plugin("future", "id: acme/future\nversion: 1.0.0\nentrypoint: main\npython: {requires: '>=4'}\n", "x = 1\n")
+    make_plugin("newer", "id: acme/newer\nversion: 1.0.0\nentrypoint: main\nmin_plughub: '>=99'\n", "x = 1\n")
+    with host_for(tmp_path) as host:
+        info = {p.id: p for p in host.plugins()}
+        assert info["acme/future"].status == "failed" and "needs Python >=4" in (info["acme/future"].error or "")
+        assert info["acme/newer"].status == "failed" and "needs plughub >=99" in (info["acme/newer"].error or "")

@@ -13,6 +13,7 @@ import inspect
 import logging
 import os
 import queue
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -101,6 +102,20 @@ def _split_env(name: str) -> list[str] | None:
 def _matches(rec_id: str, patterns: Iterable[str]) -> bool:
     name = rec_id.split("/", 1)[-1]
     return any(fnmatch.fnmatchcase(rec_id, p) or fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _incompatibility(manifest: PluginManifest | None) -> str | None:
+    """Why this host cannot run the plugin at all (Python or plughub version), if it cannot."""
+    if manifest is None:
+        return None
+    from .. import __version__
+
+    python = ".".join(str(v) for v in sys.version_info[:3])
+    if manifest.python.requires and python not in SpecifierSet(manifest.python.requires):
+        return f"needs Python {manifest.python.requires}; this host runs {python}"
+    if manifest.min_plughub and __version__ not in SpecifierSet(manifest.min_plughub):
+        return f"needs plughub {manifest.min_plughub}; this host is {__version__}"
+    return None
 
 
 def permission_tokens(manifest: PluginManifest | None) -> list[str]:
@@ -208,8 +223,9 @@ class PluginHost:
             self._records[f"{c.id}#{c.source}"] = rec
             log.warning("%s", rec.error)
             return
-        if c.error is not None:
-            rec = _Record(c, FAILED, c.error)
+        incompatible = _incompatibility(c.manifest)
+        if c.error is not None or incompatible is not None:
+            rec = _Record(c, FAILED, c.error or incompatible)
         elif _matches(c.id, self._deny) or (
             self._allow is not None and not _matches(c.id, self._allow)
         ):
