@@ -558,3 +558,28 @@ def test_plugins_needing_another_python_or_plughub_are_reported(tmp_path: Path, 
         info = {p.id: p for p in host.plugins()}
         assert info["acme/future"].status == "failed" and "needs Python >=4" in (info["acme/future"].error or "")
         assert info["acme/newer"].status == "failed" and "needs plughub >=99" in (info["acme/newer"].error or "")
+
+
+def test_cache_ttl_zero_caches_for_the_life_of_the_host(tmp_path: Path, make_plugin: Callable[..., Path]) -> None:
+    code = "import itertools\nfrom plughub.sdk import tool\nn = itertools.count()\n@tool\ndef tick() -> int:\n    return next(n)\n"
+    make_plugin("ticker", "id: acme/ticker\nversion: 1.0.0\nentrypoint: main\nlimits: {cacheable: true}\n", code)
+    with host_for(tmp_path) as host:
+        assert host.invoke("ticker", "tick").structured == host.invoke("ticker", "tick").structured == 0
+
+
+def test_a_failing_unload_hook_does_not_stop_close() -> None:
+    torn: list[bool] = []
+
+    class T(Tools):
+        def teardown(self) -> None:
+            torn.append(True)
+
+    class Bad:
+        @hookimpl
+        def plugin_unloaded(self, plugin_id: str) -> None:
+            raise RuntimeError("nope")
+
+    host = PluginHost(plugins=[T], entry_points=False, hooks=[Bad()])
+    host.invoke("tools", "sleepy", {"seconds": 0})
+    host.close()
+    assert torn == [True]

@@ -433,8 +433,9 @@ class PluginHost:
             denied=denied,
             missing_credentials=missing_creds,
             limiter=TokenBucket(rate.count, rate.per_seconds) if rate is not None else None,
-            cache=TTLCache(limits.cache_ttl if limits else 60.0)
-            if cacheable and limits and limits.cache_ttl > 0
+            # cache_ttl 0 keeps results for the life of the host (the LRU bounds the size).
+            cache=TTLCache((limits.cache_ttl if limits else 0) or float("inf"))
+            if cacheable
             else None,
             concurrency=limits.concurrency if limits is not None else None,
             max_arg_bytes=limits.max_argument_bytes if limits is not None else 1 << 20,
@@ -733,7 +734,10 @@ class PluginHost:
                         self._call_maybe_async(rec.code.teardown)
                     except Exception:
                         log.exception("teardown of %s failed", rec.id)
-                self._fire("plugin_unloaded", plugin_id=rec.id)
+                try:
+                    self._fire("plugin_unloaded", plugin_id=rec.id)
+                except Exception:
+                    log.exception("a plugin_unloaded hook failed for %s", rec.id)
             if isinstance(rec.storage, SQLiteStorage):
                 rec.storage.close()
         self._pipeline.close()
