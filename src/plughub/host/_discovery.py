@@ -67,7 +67,7 @@ def _native(folder: Path) -> Candidate:
         manifest = load_manifest(folder / MANIFEST_FILENAME)
     except ManifestError as e:
         return _broken(fallback, "native", folder, str(e))
-    if manifest.runtime != "inprocess" or not manifest.entrypoint:
+    if manifest.runtime not in ("inprocess", "worker") or not manifest.entrypoint:
 
         def unsupported() -> LoadedCode:
             raise RuntimeError(f"runtime {manifest.runtime!r} is not available in this host")

@@ -28,6 +28,7 @@ from .. import hookspecs
 from ..errors import DependencyError, PluginDisabled, PluginNotFound, ToolNotFound, UsageError
 from ..manifest import PluginManifest
 from ..runtime._code import LoadedCode
+from ..runtime.worker import WorkerConfig, WorkerPlugin, WorkerRuntime
 from ..sdk import Context, FileAccess, MemoryStorage, Storage, ToolResult
 from ..sdk._tool import ToolDef
 from ._discovery import (
@@ -64,6 +65,8 @@ class PluginInfo:
     tools: list[str] | None
     permissions: list[str]
     aliases: list[str]
+    runtime: str = "inprocess"
+    worker: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}
@@ -152,6 +155,10 @@ class PluginHost:
         data_dir: where plugin storage lives (SQLite); in memory when None.
         default_timeout: deadline for tools whose manifest sets none.
         hooks: extra objects implementing host hooks (``@hookimpl`` methods).
+        workers: operator settings for worker processes (limits caps, idle timeout, memory
+            budget, restart policy, sandbox on/off).
+        default_runtime: where plugins without a manifest (seed styles, single files) run:
+            ``"inprocess"`` or ``"worker"``. A ``plugin.yaml``'s ``runtime`` always wins.
     """
 
     def __init__(
@@ -169,6 +176,8 @@ class PluginHost:
         data_dir: str | os.PathLike[str] | None = None,
         default_timeout: float = 30.0,
         hooks: Sequence[Any] = (),
+        workers: WorkerConfig | None = None,
+        default_runtime: str = "inprocess",
     ) -> None:
         self._lock = threading.RLock()
         self._allow = list(allow) if allow is not None else _split_env("PLUGHUB_LOAD_PLUGINS")
@@ -178,6 +187,13 @@ class PluginHost:
         self._grants = None if grants is None else {k: list(v) for k, v in grants.items()}
         self._data_dir = Path(data_dir) if data_dir is not None else None
         self.default_timeout = default_timeout
+        if default_runtime not in ("inprocess", "worker"):
+            raise UsageError(
+                f"default_runtime must be 'inprocess' or 'worker', not {default_runtime!r}"
+            )
+        self._default_runtime = default_runtime
+        self._worker_config = workers or WorkerConfig()
+        self._workers: WorkerRuntime | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self.pm = pluggy.PluginManager("plughub")
@@ -357,8 +373,51 @@ class PluginHost:
             )
         return rec
 
+    def runtime_of(self, ref: str) -> str:
+        """Where a plugin's code runs: ``inprocess`` or ``worker``."""
+        return self._runtime_of(self._find(ref))
+
+    def _runtime_of(self, rec: _Record) -> str:
+        style = rec.candidate.style
+        if style == "native" and rec.manifest is not None:
+            return rec.manifest.runtime
+        if style in ("autogpt", "dialer", "module"):
+            return self._default_runtime
+        return "inprocess"  # objects and entry points are already imported by the caller
+
+    def _worker_runtime(self) -> WorkerRuntime:
+        if self._workers is None:
+            from ..compat import schema_validator
+
+            self._workers = WorkerRuntime(
+                self._worker_config, self._run_coro, self._data_dir, schema_validator
+            )
+        return self._workers
+
+    def _worker_plugin(self, rec: _Record) -> WorkerPlugin:
+        path = rec.candidate.path
+        assert path is not None
+        m = rec.manifest
+        requested = list(m.permissions.network) if m is not None else []
+        if self._grants is not None:
+            granted = self._grants_for(rec)
+            requested = [h for h in requested if "*" in granted or f"network:{h}" in granted]
+        fs = m.permissions.filesystem if m is not None else None
+        return WorkerPlugin(
+            plugin_id=rec.id,
+            path=str(path),
+            code_dir=str(path if path.is_dir() else path.parent),
+            network=requested,
+            read_paths=list(fs.read) if fs else [],
+            write_paths=list(fs.write) if fs else [],
+            limits=m.limits if m is not None else None,
+            storage=lambda: self._storage_of(rec),
+        )
+
     def _load_code(self, rec: _Record) -> LoadedCode:
-        """Import a plugin's code; seed styles get their host wiring first."""
+        """Import a plugin's code (or start its worker); seed styles get host wiring first."""
+        if self._runtime_of(rec) == "worker":
+            return self._worker_runtime().load(self._worker_plugin(rec))
         style = rec.candidate.style
         if style == "autogpt":
             from ..compat import autogpt
@@ -466,9 +525,7 @@ class PluginHost:
     def _credentials_for(self, rec: _Record) -> dict[str, Any]:
         return self._values_for(rec, self._credentials, "credentials")
 
-    def _make_context(
-        self, rec: _Record, call_id: str, deadline: float | None, emit: Any
-    ) -> Context:
+    def _storage_of(self, rec: _Record) -> Storage:
         if rec.storage is None:
             quota = rec.manifest.permissions.storage if rec.manifest else None
             rec.storage = (
@@ -476,13 +533,18 @@ class PluginHost:
                 if self._data_dir is not None
                 else MemoryStorage(quota)
             )
+        return rec.storage
+
+    def _make_context(
+        self, rec: _Record, call_id: str, deadline: float | None, emit: Any
+    ) -> Context:
         fs = rec.manifest.permissions.filesystem if rec.manifest else None
         data = self._data_dir / "plugins" / rec.name if self._data_dir is not None else None
         return Context(
             rec.id,
             settings=self._values_for(rec, self._settings, "settings"),
             credentials=self._credentials_for(rec),
-            storage=rec.storage,
+            storage=self._storage_of(rec),
             emit=emit,
             call_id=call_id,
             deadline=deadline,
@@ -523,7 +585,15 @@ class PluginHost:
                     error=rec.error,
                     tools=sorted(rec.bound) if rec.status == LOADED else None,
                     permissions=permission_tokens(m),
-                    aliases=list(rec.candidate.aliases) + (rec.code.aliases if rec.code else []),
+                    aliases=list(
+                        dict.fromkeys(
+                            [*rec.candidate.aliases, *(rec.code.aliases if rec.code else [])]
+                        )
+                    ),
+                    runtime=self._runtime_of(rec),
+                    worker=self._workers.supervisor.states[rec.id].to_dict()
+                    if self._workers is not None and rec.id in self._workers.supervisor.states
+                    else None,
                 )
             )
         return out
@@ -740,6 +810,12 @@ class PluginHost:
                     log.exception("a plugin_unloaded hook failed for %s", rec.id)
             if isinstance(rec.storage, SQLiteStorage):
                 rec.storage.close()
+        if self._workers is not None:
+            try:
+                self._run_coro(self._workers.aclose())
+            except Exception:
+                log.exception("stopping workers failed")
+            self._workers.cleanup()
         self._pipeline.close()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)

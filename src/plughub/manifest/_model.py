@@ -601,11 +601,19 @@ class Limits(_Model):
     cacheable: bool = False
     """Whether results may be cached (the tools are pure functions of their arguments)."""
     cache_ttl: Annotated[float, Field(ge=0)] = 0.0
-    """Seconds a cached result stays valid (0: for the life of the cache)."""
+    """Seconds a cached result stays valid (0: for the life of the host)."""
     max_argument_bytes: Annotated[ByteSize, Field(gt=0)] = 1_048_576
     """Largest serialized arguments accepted."""
     max_output_bytes: Annotated[ByteSize, Field(gt=0)] = 16_777_216
     """Largest serialized result accepted."""
+    memory: Annotated[ByteSize, Field(gt=0)] | None = None
+    """Address-space limit of the plugin's worker process (capped by the operator)."""
+    cpu_seconds: Annotated[int, Field(gt=0)] | None = None
+    """CPU time the worker process may use in its life (capped by the operator)."""
+    open_files: Annotated[int, Field(gt=0)] | None = None
+    """File descriptors the worker may hold (capped by the operator)."""
+    processes: Annotated[int, Field(gt=0)] | None = None
+    """Processes/threads the worker may run (capped by the operator)."""
 
     @property
     def parsed_rate_limit(self) -> RateLimit | None:

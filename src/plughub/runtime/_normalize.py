@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..sdk import Blob, Image, Json, Link, Progress, Text, ToolResult
+from ..sdk import Blob, Image, Json, Link, LogEntry, Progress, Text, ToolResult
 from ..sdk._tool import ToolDef
 
 __all__ = ["chunk_items", "normalize"]
@@ -56,7 +56,7 @@ def normalize(value: Any, tool: ToolDef) -> ToolResult:
 
 def chunk_items(item: Any) -> list[Any]:
     """Content blocks (or progress events) for one streamed item."""
-    if isinstance(item, Progress):
+    if isinstance(item, (Progress, LogEntry)):
         return [item]
     if isinstance(item, str):
         return [Text(item)]

@@ -78,6 +78,16 @@ class Watchdog:
             self._deadlines[tid] = prev
         return fired
 
+    def interrupt(self, tid: int) -> bool:
+        """Make the call running in thread ``tid`` hit its deadline now (used for cancel)."""
+        with self._lock:
+            if tid not in self._deadlines:
+                return False
+            self._deadlines[tid] = 0.0
+            self._next_wake = 0.0
+            self._wake.notify()
+        return True
+
     def _run(self) -> None:
         with self._lock:
             while True:

@@ -1,0 +1,394 @@
+"""The worker process: confine itself, load one plugin, serve calls over the framed pipes.
+
+Threads: a reader thread blocks on the host's pipe and dispatches each message; sync tools run
+on a thread pool (through the same ``Pipeline`` as in-process calls, so validation, deadlines
+and result shapes are identical), async and streaming tools on the worker's event loop. Any
+thread writes a finished frame under one lock; a blocking write is the backpressure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import itertools
+import os
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ...sdk import Blob, Context, Image, LogEntry, Progress, Text, ToolResult
+from ...sdk._results import ToolError
+from .._watchdog import watchdog
+from ._protocol import FrameDecoder, ProtocolError, encode
+
+__all__ = ["main"]
+
+#: Blob contents larger than this stream as several ``blob_chunk`` events.
+BLOB_CHUNK = 1 << 20
+
+
+class _Channel:
+    """Frames out (any thread, one lock) and host replies to worker requests."""
+
+    def __init__(self, out_fd: int, max_output: int) -> None:
+        self._fd = out_fd
+        self._lock = threading.Lock()
+        self.max_output = max_output
+        self._ids = itertools.count(1)
+        self._replies: dict[int, concurrent.futures.Future[Any]] = {}
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.write(encode(message))
+
+    def write(self, frame: bytes) -> None:
+        with self._lock:
+            view = memoryview(frame)
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+
+    def request(self, kind: str, payload: dict[str, Any], timeout: float | None) -> Any:
+        """Ask the host for something (storage, http) and wait for its reply."""
+        rid = next(self._ids)
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._replies[rid] = fut
+        try:
+            self.send({"t": "request", "id": rid, "kind": kind, **payload})
+            reply = fut.result(timeout)
+        finally:
+            self._replies.pop(rid, None)
+        if "error" in reply:
+            raise ToolError(str(reply["error"]))
+        return reply.get("value")
+
+    def deliver(self, message: dict[str, Any]) -> None:
+        fut = self._replies.get(int(message.get("id", 0)))
+        if fut is not None and not fut.done():
+            fut.set_result(message)
+
+
+class RemoteStorage:
+    """``ctx.storage`` inside a worker: every operation is answered by the host's store."""
+
+    def __init__(self, channel: _Channel) -> None:
+        self._ch = channel
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self._ch.request("storage", {"op": "get", "key": key}, 30)
+        return default if value is None else value
+
+    def set(self, key: str, value: Any) -> None:
+        self._ch.request("storage", {"op": "set", "key": key, "value": value}, 30)
+
+    def delete(self, key: str) -> bool:
+        return bool(self._ch.request("storage", {"op": "delete", "key": key}, 30))
+
+    def keys(self, prefix: str = "") -> list[str]:
+        return list(self._ch.request("storage", {"op": "keys", "key": prefix}, 30) or [])
+
+
+class RemoteResponse:
+    """The subset of an HTTP response that plugins use, built from the host's reply."""
+
+    def __init__(self, value: dict[str, Any]) -> None:
+        self.status_code = int(value["status"])
+        self.headers = dict(value.get("headers") or {})
+        self.content = base64.b64decode(value.get("body") or "")
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return orjson.loads(self.content)
+
+
+class RemoteHttp:
+    """``ctx.http`` inside a worker: requests go through the host, which checks the grant."""
+
+    def __init__(self, channel: _Channel, remaining: Callable[[], float | None]) -> None:
+        self._ch = channel
+        self._remaining = remaining
+
+    def request(self, method: str, url: str, **kw: Any) -> RemoteResponse:
+        body = kw.get("content")
+        if "json" in kw:
+            body = orjson.dumps(kw["json"])
+        payload = {
+            "method": method,
+            "url": url,
+            "params": kw.get("params"),
+            "headers": kw.get("headers"),
+            "body": base64.b64encode(body).decode() if isinstance(body, bytes) else None,
+        }
+        return RemoteResponse(self._ch.request("http", payload, self._remaining()))
+
+    def get(self, url: str, **kw: Any) -> RemoteResponse:
+        return self.request("GET", url, **kw)
+
+    def post(self, url: str, **kw: Any) -> RemoteResponse:
+        return self.request("POST", url, **kw)
+
+
+class Worker:
+    """Serves one plugin's tools to the host."""
+
+    def __init__(self, in_fd: int, out_fd: int) -> None:
+        self.in_fd = in_fd
+        self.channel = _Channel(out_fd, 16 << 20)
+        self.loop = asyncio.new_event_loop()
+        self.pool = concurrent.futures.ThreadPoolExecutor(32, thread_name_prefix="plughub-call")
+        self.tools: dict[str, Any] = {}
+        self.plugin_id = ""
+        self.data_dir: str | None = None
+        self.running: dict[int, Any] = {}  # call id -> thread id (sync) or asyncio future
+        self.storage = RemoteStorage(self.channel)
+        from ...host._pipeline import Pipeline
+
+        self.pipeline = Pipeline(self._run_coro, lambda data: None)
+
+    def _run_coro(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    # -- start-up ----------------------------------------------------------------------------
+
+    def start(self, init: dict[str, Any]) -> None:
+        """Confine the process, then import the plugin (in that order) and announce its tools."""
+        self.plugin_id = str(init["plugin_id"])
+        self.channel.max_output = int(init.get("max_output", 16 << 20))
+        self.data_dir = init.get("data_dir")
+        report: dict[str, Any] = {}
+        if init.get("sandbox") is not None:
+            from ._sandbox import SandboxPolicy, apply
+
+            report = apply(SandboxPolicy(**init["sandbox"])).to_dict()
+        from ...host._discovery import discover_dir
+
+        candidates = [c for c in discover_dir(Path(init["path"])) if c.id == self.plugin_id]
+        if not candidates:
+            raise RuntimeError(f"no plugin {self.plugin_id} at {init['path']}")
+        code = candidates[0].load()
+        if code.setup is not None:
+            value = code.setup(self._context({}, None, None))
+            if asyncio.iscoroutine(value):
+                self.loop.run_until_complete(value)
+        self.tools = {td.spec.name: td for td in code.tools}
+        self.channel.send(
+            {
+                "t": "ready",
+                "pid": os.getpid(),
+                "tools": [td.spec.to_dict() for td in code.tools],
+                "sandbox": report,
+                "version": code.version,
+                "description": code.description,
+                "aliases": code.aliases,
+            }
+        )
+
+    def _context(self, msg: dict[str, Any], deadline: float | None, emit: Any) -> Context:
+        ctx = Context(
+            self.plugin_id,
+            settings=msg.get("settings") or {},
+            credentials=msg.get("credentials") or {},
+            storage=self.storage,
+            emit=emit,
+            call_id=str(msg.get("id", "")),
+            deadline=deadline,
+        )
+        ctx._http = RemoteHttp(self.channel, ctx.remaining)  # type: ignore[assignment]
+        return ctx
+
+    # -- calls -------------------------------------------------------------------------------
+
+    def _bound(self, msg: dict[str, Any], emit: Any) -> Any:
+        from ...host._pipeline import Bound
+
+        td = self.tools.get(msg["tool"])
+        if td is None:
+            return None
+        return Bound(
+            self.plugin_id,
+            td,
+            timeout=float(msg.get("timeout") or 30.0),
+            ctx_factory=lambda _cid, deadline, em: self._context(msg, deadline, em or emit),
+        )
+
+    def _send_result(self, cid: int, result: ToolResult) -> None:
+        """Send a result, or an error when it is too large or cannot be encoded as JSON."""
+        limit = self.channel.max_output
+        error: ToolResult | None = None
+        # Cheap estimate first: encoding a 100 MB text only to refuse it could exhaust memory.
+        estimate = sum(
+            len(c.text) if isinstance(c, Text) else len(getattr(c, "data", b"")) * 4 // 3
+            for c in result.content
+            if isinstance(c, (Text, Blob, Image))
+        )
+        frame = b""
+        if estimate > limit:
+            error = ToolResult.error(
+                f"the result is at least {estimate} bytes; the limit is {limit}", "output_too_large"
+            )
+        else:
+            try:
+                frame = encode({"t": "result", "id": cid, "result": result.to_dict()})
+            except TypeError as e:
+                error = ToolResult.error(
+                    f"the tool returned a value that cannot be sent as JSON: {e}", "invalid_output"
+                )
+            else:
+                if len(frame) > limit:
+                    error = ToolResult.error(
+                        f"the result is {len(frame)} bytes; the limit is {limit}",
+                        "output_too_large",
+                    )
+        if error is not None:
+            frame = encode({"t": "result", "id": cid, "result": error.to_dict()})
+        self.channel.write(frame)
+
+    def _event(self, cid: int, event: Any) -> None:
+        if isinstance(event, Blob) and len(event.data) > BLOB_CHUNK:
+            data = event.data
+            for start in range(0, len(data), BLOB_CHUNK):
+                part = data[start : start + BLOB_CHUNK]
+                self.channel.send(
+                    {
+                        "t": "event",
+                        "id": cid,
+                        "event": {
+                            "type": "blob_chunk",
+                            "data": base64.b64encode(part).decode(),
+                            "mime_type": event.mime_type,
+                            "filename": event.filename,
+                            "end": start + BLOB_CHUNK >= len(data),
+                        },
+                    }
+                )
+            return
+        self.channel.send({"t": "event", "id": cid, "event": event.to_dict()})
+
+    def call(self, msg: dict[str, Any]) -> None:
+        cid = int(msg["id"])
+        stream = bool(msg.get("stream"))
+
+        def emit(event: Progress | LogEntry) -> None:
+            self._event(cid, event)
+
+        b = self._bound(msg, emit)
+        if b is None:
+            self._send_result(
+                cid, ToolResult.error(f"no tool {msg['tool']!r} in this worker", "unknown_tool")
+            )
+            return
+        try:
+            if b.kind == "sync":
+                self.pool.submit(self._run_sync, cid, b, msg)
+            else:
+                coro = self._run_async(cid, b, msg, stream)
+                self.running[cid] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        except RuntimeError as e:  # no thread could be started: memory or process limits
+            self._send_result(cid, ToolResult.error(f"the worker is out of resources: {e}", "busy"))
+
+    def _run_sync(self, cid: int, b: Any, msg: dict[str, Any]) -> None:
+        self.running[cid] = threading.get_ident()
+        try:
+            result = self.pipeline.invoke(b, msg.get("args") or {}, None, None)
+        except BaseException as e:  # nothing may kill the serving thread
+            result = ToolResult.error(f"{type(e).__name__}: {e}", "exception")
+        finally:
+            self.running.pop(cid, None)
+        self._send_result(cid, result)
+
+    async def _run_async(self, cid: int, b: Any, msg: dict[str, Any], stream: bool) -> None:
+        try:
+            if stream or b.kind in ("gen", "agen"):
+                result: ToolResult | None = None
+                async for event in self.pipeline.astream(b, msg.get("args") or {}, None, None):
+                    if isinstance(event, ToolResult):
+                        result = event
+                    elif stream:
+                        self._event(cid, event)
+                assert result is not None
+                if stream:
+                    result.content = []  # already streamed as events
+            else:
+                result = await self.pipeline.ainvoke(b, msg.get("args") or {}, None, None)
+        except asyncio.CancelledError:
+            result = ToolResult.error("cancelled by the host", "cancelled")
+        finally:
+            self.running.pop(cid, None)
+        self._send_result(cid, result)
+
+    def cancel(self, cid: int) -> None:
+        job = self.running.get(cid)
+        if isinstance(job, int):
+            watchdog.interrupt(job)
+        elif job is not None:
+            job.cancel()
+
+    # -- main loop ---------------------------------------------------------------------------
+
+    def serve(self) -> int:
+        decoder = FrameDecoder()
+        started = False
+        while True:
+            try:
+                data = os.read(self.in_fd, 1 << 16)
+            except OSError:
+                return 0
+            if not data:
+                return 0  # the host closed the pipe: leave quietly
+            try:
+                messages = decoder.feed(data)
+            except ProtocolError as e:
+                print(f"plughub worker: protocol error from host: {e}", file=sys.stderr)
+                return 3
+            for msg in messages:
+                kind = msg["t"]
+                if kind == "call":
+                    self.call(msg)
+                elif kind == "reply":
+                    self.channel.deliver(msg)
+                elif kind == "cancel":
+                    self.cancel(int(msg.get("id", 0)))
+                elif kind == "ping":
+                    self.channel.send({"t": "pong", "id": msg.get("id")})
+                elif kind == "init" and not started:
+                    started = True
+                    try:
+                        # Single-threaded until here: the sandbox confines only the calling
+                        # thread (and threads it starts later), so threads start afterwards.
+                        self.start(msg)
+                        threading.Thread(
+                            target=self.loop.run_forever, name="plughub-worker-loop", daemon=True
+                        ).start()
+                    except BaseException as e:  # report, then exit
+                        self.channel.send(
+                            {
+                                "t": "fatal",
+                                "error": f"{type(e).__name__}: {e}",
+                                "traceback": traceback.format_exc(limit=20),
+                            }
+                        )
+                        return 1
+                elif kind == "shutdown":
+                    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: ``python -m plughub.runtime.worker IN_FD OUT_FD``."""
+    args = sys.argv[1:] if argv is None else argv
+    in_fd, out_fd = int(args[0]), int(args[1])
+    # Small stacks: under an address-space limit, 8 MiB per thread would use it up quickly.
+    threading.stack_size(1 << 20)
+    os.set_inheritable(in_fd, False)
+    os.set_inheritable(out_fd, False)
+    code = Worker(in_fd, out_fd).serve()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # skip interpreter teardown: plugin threads must not keep us alive

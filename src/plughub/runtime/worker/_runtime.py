@@ -1,0 +1,285 @@
+"""Worker-backed plugins for the host: proxy tools that run each call in the plugin's worker."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ...sdk import Blob, Context, LogEntry, Progress, ToolError, ToolResult, ToolSpec
+from ...sdk._results import content_from_dict
+from ...sdk._tool import ToolDef
+from .._code import LoadedCode
+from ._process import LaunchSpec, WorkerCrashed, WorkerProcess
+from ._supervisor import CircuitOpen, Supervisor, WorkerConfig
+
+__all__ = ["WorkerPlugin", "WorkerRuntime"]
+
+CTX = "_plughub_ctx"
+
+
+@dataclass(slots=True)
+class WorkerPlugin:
+    """What the host tells the runtime about one plugin it wants run in a worker."""
+
+    plugin_id: str
+    path: str
+    code_dir: str
+    network: list[str]  # granted hosts; empty: no network at all
+    read_paths: list[str]
+    write_paths: list[str]
+    limits: Any  # manifest Limits or None
+    storage: Callable[[], Any]  # the plugin's Storage (host side)
+    python: str = sys.executable
+
+
+def _event_of(raw: dict[str, Any]) -> Any:
+    kind = raw.get("type")
+    if kind == "progress":
+        return Progress(raw.get("progress", 0), raw.get("total"), raw.get("message"))
+    if kind == "log":
+        return LogEntry(str(raw.get("level", "info")), str(raw.get("message", "")))
+    return content_from_dict(raw)
+
+
+class WorkerRuntime:
+    """Builds worker-backed ``LoadedCode`` and answers workers' storage/http requests."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        run_coro: Callable[[Awaitable[Any]], Any],
+        data_dir: Path | None,
+        validator: Callable[[dict[str, Any], str], Callable[[Any], dict[str, Any]]],
+    ) -> None:
+        self.config = config
+        self.supervisor = Supervisor(config)
+        self._run_coro = run_coro
+        self._validator = validator
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="plughub-workers-")
+            data_dir = Path(self._tmp.name)
+        self.data_dir = data_dir
+        self._http: Any = None
+
+    # -- launching ---------------------------------------------------------------------------
+
+    def _launch(self, p: WorkerPlugin) -> LaunchSpec:
+        from ._sandbox import child_environment
+
+        cfg = self.config
+        name = p.plugin_id.replace("/", "__")
+        data = self.data_dir / "workers" / name
+        (data / "tmp").mkdir(parents=True, exist_ok=True)
+        lim = p.limits
+
+        def cap(value: int | None, ceiling: int) -> int:
+            return min(value, ceiling) if value else ceiling
+
+        sandbox = None
+        if cfg.sandbox:
+            sandbox = {
+                "network": bool(p.network),
+                "read_paths": tuple(p.read_paths),
+                "write_paths": tuple(p.write_paths),
+                "code_dir": p.code_dir,
+                "data_dir": str(data),
+                "memory_bytes": cap(getattr(lim, "memory", None), cfg.max_memory),
+                "cpu_seconds": cap(getattr(lim, "cpu_seconds", None), cfg.max_cpu_seconds),
+                "open_files": cap(getattr(lim, "open_files", None), cfg.max_open_files),
+                "processes": cap(getattr(lim, "processes", None), cfg.max_processes),
+            }
+        env = child_environment(
+            os.environ,
+            extra={
+                "HOME": str(data),
+                "TMPDIR": str(data / "tmp"),
+                "PYTHONUNBUFFERED": "1",
+                # glibc reserves 64 MiB of address space per thread arena: under RLIMIT_AS that
+                # alone would stop threads from starting.
+                "MALLOC_ARENA_MAX": "2",
+            },
+        )
+        max_output = cap(getattr(lim, "max_output_bytes", None), cfg.max_output)
+        return LaunchSpec(
+            plugin_id=p.plugin_id,
+            path=p.path,
+            python=p.python,
+            env=env,
+            data_dir=str(data),
+            sandbox=sandbox,
+            max_output=max_output,
+            log_file=self.data_dir / "logs" / f"{name}.log",
+            processes=cap(getattr(lim, "processes", None), cfg.max_processes)
+            if cfg.sandbox
+            else None,
+        )
+
+    async def _worker(self, p: WorkerPlugin, deadline: float | None = None) -> WorkerProcess:
+        return await self.supervisor.acquire(
+            lambda: self._launch(p), p.plugin_id, self._requests(p), deadline
+        )
+
+    def load(self, p: WorkerPlugin) -> LoadedCode:
+        """Start the plugin's worker (lazy start happens here, at first use) and build proxies."""
+        worker: WorkerProcess = self._run_coro(self._worker(p))
+        ready = worker.ready
+        tools = [self._proxy(p, ToolSpec(**spec)) for spec in ready.get("tools", [])]
+        return LoadedCode(
+            tools=tools,
+            aliases=list(ready.get("aliases") or []),
+            version=ready.get("version"),
+            description=ready.get("description"),
+        )
+
+    # -- proxies -----------------------------------------------------------------------------
+
+    def _proxy(self, p: WorkerPlugin, spec: ToolSpec) -> ToolDef:
+        validate = self._validator(spec.input_schema, f"{p.plugin_id}.{spec.name}")
+        name = spec.name
+
+        async def call(
+            ctx: Context,
+            kwargs: dict[str, Any],
+            on_event: Callable[[dict[str, Any]], None],
+            stream: bool,
+        ) -> ToolResult:
+            loop = asyncio.get_running_loop()
+            try:
+                worker = await self._worker(p, ctx.deadline)
+            except CircuitOpen as e:
+                return ToolResult.error(str(e), "circuit_open", retry_after=round(e.retry_after, 3))
+            except WorkerCrashed as e:
+                return ToolResult.error(str(e), "worker_crashed", retryable=True)
+            timeout = ctx.remaining()
+            try:
+                raw = await worker.call(
+                    name,
+                    kwargs,
+                    timeout=timeout if timeout is not None else 30.0,
+                    settings=dict(ctx.settings),
+                    credentials=dict(ctx.credentials),
+                    stream=stream,
+                    on_event=on_event,
+                )
+            except WorkerCrashed as e:
+                self.supervisor.crashed(p.plugin_id, worker)
+                return ToolResult.error(str(e), "worker_crashed", retryable=True)
+            except ValueError as e:  # arguments the channel cannot carry
+                return ToolResult.error(str(e), "invalid_arguments")
+            del loop
+            return ToolResult.from_dict(raw)
+
+        def forward(ctx: Context) -> Callable[[dict[str, Any]], None]:
+            def on_event(raw: dict[str, Any]) -> None:
+                ev = _event_of(raw) if raw.get("type") != "blob_chunk" else None
+                if isinstance(ev, Progress):
+                    ctx.progress(ev.progress, ev.total, ev.message)
+                elif isinstance(ev, LogEntry):
+                    ctx.log(ev.message, ev.level)
+
+            return on_event
+
+        if not spec.streaming:
+
+            async def run(**kwargs: Any) -> ToolResult:
+                ctx: Context = kwargs.pop(CTX)
+                return await call(ctx, kwargs, forward(ctx), False)
+
+            return ToolDef(spec, run, "async", validate, CTX)
+
+        async def run_stream(**kwargs: Any) -> AsyncIterator[Any]:
+            ctx: Context = kwargs.pop(CTX)
+            queue: asyncio.Queue[Any] = asyncio.Queue()
+            blob: list[bytes] = []
+
+            def on_event(raw: dict[str, Any]) -> None:
+                if raw.get("type") == "blob_chunk":
+                    blob.append(base64.b64decode(raw.get("data") or ""))
+                    if raw.get("end"):
+                        queue.put_nowait(
+                            Blob(
+                                b"".join(blob),
+                                raw.get("mime_type") or "application/octet-stream",
+                                raw.get("filename"),
+                            )
+                        )
+                        blob.clear()
+                else:  # progress and log too, so they keep their place among the chunks
+                    queue.put_nowait(_event_of(raw))
+
+            task = asyncio.ensure_future(call(ctx, kwargs, on_event, True))
+            task.add_done_callback(lambda _t: queue.put_nowait(task))
+            try:
+                while (item := await queue.get()) is not task:
+                    yield item
+                result = task.result()
+            finally:
+                task.cancel()
+            if result.is_error:
+                raise ToolError(result.text)
+
+        return ToolDef(spec, run_stream, "agen", validate, CTX)
+
+    # -- requests from workers ---------------------------------------------------------------
+
+    def _requests(self, p: WorkerPlugin) -> Callable[[str, dict[str, Any]], Awaitable[Any]]:
+        async def handle(kind: str, msg: dict[str, Any]) -> Any:
+            if kind == "storage":
+                storage = p.storage()
+                op, key = msg.get("op"), str(msg.get("key", ""))
+                loop = asyncio.get_running_loop()
+                if op == "get":
+                    return await loop.run_in_executor(None, storage.get, key)
+                if op == "set":
+                    return await loop.run_in_executor(None, storage.set, key, msg.get("value"))
+                if op == "delete":
+                    return await loop.run_in_executor(None, storage.delete, key)
+                if op == "keys":
+                    return await loop.run_in_executor(None, storage.keys, key)
+                raise ValueError(f"unknown storage operation {op!r}")
+            if kind == "http":
+                return await self._http_request(p, msg)
+            raise ValueError(f"unknown request {kind!r}")
+
+        return handle
+
+    async def _http_request(self, p: WorkerPlugin, msg: dict[str, Any]) -> dict[str, Any]:
+        from ...sdk._http import host_allowed
+
+        url = str(msg.get("url"))
+        if not host_allowed(url, p.network):
+            raise PermissionError(f"network access to {url!r} is not granted to {p.plugin_id}")
+        import httpx
+
+        if self._http is None:
+            self._http = httpx.AsyncClient(follow_redirects=False)
+        body = msg.get("body")
+        resp = await self._http.request(
+            str(msg.get("method", "GET")),
+            url,
+            params=msg.get("params"),
+            headers=msg.get("headers"),
+            content=base64.b64decode(body) if body else None,
+        )
+        return {
+            "status": resp.status_code,
+            "headers": dict(resp.headers),
+            "body": base64.b64encode(resp.content).decode(),
+        }
+
+    async def aclose(self) -> None:
+        await self.supervisor.stop_all()
+        if self._http is not None:
+            await self._http.aclose()
+
+    def cleanup(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()

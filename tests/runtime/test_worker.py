@@ -1,0 +1,276 @@
+"""Worker runtime faults, through the public host API: each is contained and explained."""
+
+from __future__ import annotations
+
+import os
+import socket
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from plughub import PluginHost
+from plughub.runtime.worker import WorkerConfig
+
+BAD = '''
+import ctypes, os, signal, sys, time
+from plughub.sdk import Context, tool
+
+@tool
+def echo(text: str) -> str:
+    return text
+
+@tool
+def pid() -> int:
+    return os.getpid()
+
+@tool
+def exit_now() -> str:
+    os._exit(7)
+
+@tool
+def segfault() -> str:
+    ctypes.string_at(0)
+    return "unreachable"
+
+@tool
+def spin() -> str:
+    while True:
+        pass
+
+@tool
+def block() -> str:
+    time.sleep(3600)  # one C call: only a kill stops it
+    return "unreachable"
+
+@tool
+def hog(mib: int = 4096) -> int:
+    chunks = [bytearray(1 << 20) for _ in range(mib)]
+    return len(chunks)
+
+@tool
+def noisy() -> str:
+    print("\\x00\\xff garbage on stdout")
+    sys.stdout.write("more")
+    print("to stderr", file=sys.stderr)
+    return "fine"
+
+@tool
+def big(mib: int = 100) -> str:
+    return "x" * (mib << 20)
+
+@tool
+def close_pipes() -> str:
+    os.closerange(3, 1024)
+    time.sleep(30)
+    return "unreachable"
+
+@tool
+def bad_frames() -> str:
+    out = int(sys.argv[2])
+    os.write(out, b"\\x00\\x00\\x00\\x05{nope")
+    time.sleep(30)
+    return "unreachable"
+
+@tool
+def unserializable():
+    return {"handle": object()}
+
+@tool
+def connect(port: int) -> str:
+    socket_mod = __import__("socket")
+    s = socket_mod.create_connection(("127.0.0.1", port), timeout=2)
+    s.close()
+    return "connected"
+
+@tool
+def read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+@tool
+def forks(n: int = 500) -> int:
+    made = 0
+    try:
+        for _ in range(n):
+            if os.fork() == 0:
+                time.sleep(30)
+                os._exit(0)
+            made += 1
+    except OSError:
+        pass
+    return made
+
+@tool
+def remember(ctx: Context, key: str, value: str) -> str | None:
+    old = ctx.storage.get(key)
+    ctx.storage.set(key, value)
+    return old
+'''
+
+MANIFEST = """
+id: acme/{name}
+version: 1.0.0
+entrypoint: main
+runtime: worker
+limits: {{timeout: 5, memory: 512MiB, processes: 40}}
+{extra}
+"""
+
+
+def write_plugin(root: Path, name: str, code: str, extra: str = "") -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "plugin.yaml").write_text(MANIFEST.format(name=name, extra=extra))
+    (folder / "main.py").write_text(textwrap.dedent(code))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PluginHost]:
+    root = tmp_path_factory.mktemp("workers")
+    plugins = root / "plugins"
+    write_plugin(plugins, "bad", BAD)
+    write_plugin(plugins, "good", "from plughub.sdk import tool\n@tool\ndef ping() -> str:\n    return 'pong'\n")
+    (plugins / "inproc.py").write_text("from plughub.sdk import tool\n@tool\ndef hi() -> str:\n    return 'hi'\n")
+    config = WorkerConfig(cancel_grace=0.5, backoff_base=0.01, circuit_threshold=50)
+    h = PluginHost([plugins], entry_points=False, data_dir=root / "data", workers=config)
+    yield h
+    h.close()
+
+
+def others_still_serve(host: PluginHost) -> None:
+    assert host.invoke("good", "ping").text == "pong"
+    assert host.invoke("inproc", "hi").text == "hi"
+
+
+def test_tools_run_in_another_process(host: PluginHost) -> None:
+    assert host.invoke("bad", "echo", {"text": "x"}).text == "x"
+    assert host.invoke("bad", "pid").structured != os.getpid()
+    info = host.plugin("bad")
+    assert info.runtime == "worker" and info.worker is not None and info.worker["state"] == "running"
+    r = host.invoke("bad", "echo", {"text": 5})
+    assert r.is_error and r.reason == "invalid_arguments"
+
+
+@pytest.mark.parametrize(
+    ("tool", "needle"),
+    [("exit_now", "exited with code 7"), ("segfault", "SIGSEGV"), ("close_pipes", "output pipe"),
+     ("bad_frames", "protocol error")],
+)
+def test_crashes_fail_the_call_clearly_and_the_worker_restarts(host: PluginHost, tool: str, needle: str) -> None:
+    before = host.invoke("bad", "pid").structured
+    r = host.invoke("bad", tool)
+    assert r.is_error and r.reason == "worker_crashed" and r.meta.get("retryable") is True
+    assert needle in r.text
+    others_still_serve(host)
+    assert host.invoke("bad", "pid").structured != before  # a fresh worker answers
+    assert host.plugin("bad").worker["restarts"] >= 1  # type: ignore[index]
+
+
+def test_a_loop_times_out_and_a_blocked_call_costs_the_worker_its_life(host: PluginHost) -> None:
+    r = host.invoke("bad", "spin", timeout=0.5)
+    assert r.is_error and r.reason == "timeout"
+    assert host.invoke("bad", "echo", {"text": "alive"}).text == "alive"
+    before = host.invoke("bad", "pid").structured
+    t0 = time.monotonic()
+    r = host.invoke("bad", "block", timeout=0.5)
+    assert r.reason == "timeout" and time.monotonic() - t0 < 2
+    time.sleep(1.0)  # past the cancel grace: the worker was killed
+    assert host.invoke("bad", "pid").structured != before
+    others_still_serve(host)
+
+
+def test_memory_limit_turns_runaway_allocation_into_an_error(host: PluginHost) -> None:
+    r = host.invoke("bad", "hog", {"mib": 4096})
+    assert r.is_error and "MemoryError" in r.text
+    assert host.invoke("bad", "echo", {"text": "ok"}).text == "ok"
+
+
+def test_fork_bomb_is_capped(host: PluginHost) -> None:
+    info = host.plugin("bad")
+    details = " ".join(info.worker["sandbox"].get("details", []))  # type: ignore[index]
+    if "process cap: none" in details:
+        pytest.skip(f"no process cap on this machine: {details}")
+    r = host.invoke("bad", "forks", {"n": 500})
+    assert not r.is_error and r.structured < 40
+    others_still_serve(host)
+    # The bomb used up this plugin's own quota (its children sleep on); a crash takes them all.
+    assert host.invoke("bad", "exit_now").reason == "worker_crashed"
+    assert host.invoke("bad", "echo", {"text": "fresh"}).text == "fresh"
+
+
+def test_stdout_garbage_goes_to_logs_not_the_channel(host: PluginHost, tmp_path: Path) -> None:
+    assert host.invoke("bad", "noisy").text == "fine"
+    logs = list((host._data_dir / "workers").glob("*")) if host._data_dir else []  # type: ignore[attr-defined]
+    log_file = host._data_dir / "logs" / "acme__bad.log"  # type: ignore[attr-defined, operator]
+    deadline = time.monotonic() + 2
+    while "garbage on stdout" not in log_file.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    text = log_file.read_text()
+    assert "garbage on stdout" in text and "to stderr" in text
+    del logs
+
+
+def test_oversized_and_unserializable_results_are_errors(host: PluginHost) -> None:
+    r = host.invoke("bad", "big", {"mib": 100})
+    assert r.is_error and r.reason == "output_too_large"
+    r = host.invoke("bad", "unserializable")
+    assert r.is_error and r.reason == "invalid_output"
+    assert host.invoke("bad", "echo", {"text": "ok"}).text == "ok"
+
+
+def test_no_network_without_the_permission(host: PluginHost) -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    try:
+        port = server.getsockname()[1]
+        r = host.invoke("bad", "connect", {"port": port})
+        assert r.is_error and ("unreachable" in r.text.lower() or "permission" in r.text.lower())
+    finally:
+        server.close()
+
+
+def test_no_reading_outside_the_grants(host: PluginHost, tmp_path: Path) -> None:
+    secret = tmp_path / "ssh" / "id_ed25519"
+    secret.parent.mkdir()
+    secret.write_text("PRIVATE KEY")
+    r = host.invoke("bad", "read", {"path": str(secret)})
+    assert r.is_error and "Permission" in r.text
+    storage = host._data_dir / "storage.sqlite"  # type: ignore[attr-defined, operator]
+    host.invoke("bad", "remember", {"key": "k", "value": "v"})
+    r = host.invoke("bad", "read", {"path": str(storage)})
+    assert r.is_error and "Permission" in r.text
+    assert host.invoke("bad", "remember", {"key": "k", "value": "w"}).text == "v"
+
+
+def test_a_worker_ignoring_sigterm_is_still_stopped(tmp_path: Path) -> None:
+    plugins = tmp_path / "plugins"
+    stubborn = "import os, signal\nfrom plughub.sdk import tool\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n@tool\ndef pid() -> int:\n    return os.getpid()\n"
+    write_plugin(plugins, "stubborn", stubborn)
+    host = PluginHost([plugins], entry_points=False, workers=WorkerConfig(cancel_grace=0.3))
+    pid = host.invoke("stubborn", "pid").structured
+    host.close()
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the worker outlived host.close()")
+
+
+def test_repeated_crashes_open_the_circuit(tmp_path: Path) -> None:
+    plugins = tmp_path / "plugins"
+    write_plugin(plugins, "flaky", BAD)
+    config = WorkerConfig(backoff_base=0.01, circuit_threshold=3, circuit_cooldown=60)
+    with PluginHost([plugins], entry_points=False, workers=config) as host:
+        reasons = [host.invoke("flaky", "exit_now").reason for _ in range(4)]
+        assert reasons[:3] == ["worker_crashed"] * 3
+        assert reasons[3] == "circuit_open"
+        info = host.plugin("flaky")
+        assert info.worker is not None and info.worker["state"] == "circuit_open"
