@@ -8,6 +8,7 @@ import contextlib
 import itertools
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from typing import Any
 
 from ._cgroup import Cgroups
 from ._protocol import DEFAULT_MAX_FRAME, FrameProtocol, ProtocolError, encode
+from ._zygote import Zygote
 
 __all__ = ["LaunchSpec", "WorkerCrashed", "WorkerProcess", "memory_of"]
 
@@ -110,8 +112,10 @@ class WorkerProcess:
         on_request: RequestHandler,
         max_frame: int = DEFAULT_MAX_FRAME,
         cgroups: Cgroups | None = None,
+        zygote: Zygote | None = None,
     ) -> None:
         self.spec = spec
+        self.zygote = zygote
         self.cgroups = cgroups
         self.cgroup_report: str | None = None
         self.on_request = on_request
@@ -125,7 +129,7 @@ class WorkerProcess:
         self.log_tail: collections.deque[str] = collections.deque(maxlen=50)
         self._calls: dict[int, _Call] = {}
         self._cancelling: dict[int, asyncio.TimerHandle] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.cancel_grace = 2.0
         self._ids = itertools.count(1)
         self._out: asyncio.WriteTransport | None = None
@@ -140,7 +144,7 @@ class WorkerProcess:
 
     @property
     def alive(self) -> bool:
-        return self.exit_reason is None and self.proc is not None
+        return self.exit_reason is None and self.pid != 0
 
     @property
     def in_flight(self) -> int:
@@ -157,20 +161,32 @@ class WorkerProcess:
             spec.log_file.parent.mkdir(parents=True, exist_ok=True)
             self._log_fp = open(spec.log_file, "a", encoding="utf-8")  # noqa: SIM115 - lives with the worker
         try:
-            self.proc = subprocess.Popen(
-                [spec.python, "-m", "plughub.runtime.worker", str(to_child_r), str(from_child_w)],
-                stdin=subprocess.DEVNULL,
-                stdout=log_w,
-                stderr=log_w,
-                pass_fds=(to_child_r, from_child_w),
-                env=spec.env,
-                cwd=spec.data_dir or "/",
-                start_new_session=True,  # own process group: killing it takes any forks along
-            )
+            if self.zygote is not None:
+                # Warm start: a fork of the pre-loaded zygote takes these pipe ends.
+                self.pid = await self.zygote.spawn(
+                    (to_child_r, from_child_w, log_w), spec.env, spec.data_dir
+                )
+            else:
+                self.proc = subprocess.Popen(
+                    [
+                        spec.python,
+                        "-m",
+                        "plughub.runtime.worker",
+                        str(to_child_r),
+                        str(from_child_w),
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_w,
+                    stderr=log_w,
+                    pass_fds=(to_child_r, from_child_w),
+                    env=spec.env,
+                    cwd=spec.data_dir or "/",
+                    start_new_session=True,  # own process group: killing it takes forks along
+                )
+                self.pid = self.proc.pid
         finally:
             for fd in (to_child_r, from_child_w, log_w):
                 os.close(fd)
-        self.pid = self.proc.pid
         if self.cgroups is not None and spec.processes:
             # Before ``init``: no plugin code runs until the worker is in its group.
             self.cgroup_report = self.cgroups.attach(self._cg_name, self.pid, spec.processes)
@@ -226,11 +242,18 @@ class WorkerProcess:
 
     def kill(self, reason: str) -> None:
         """Kill the worker's whole process group now (SIGKILL); calls in flight fail."""
-        if self.proc is not None and self.proc.poll() is None:
+        if self.pid and not self._has_exited():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, signal.SIGKILL)
         self._release_group()
         self._fail_all(reason)
+
+    def _has_exited(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is not None
+        if self._pidfd >= 0:  # readable once the process has terminated
+            return bool(select.select([self._pidfd], [], [], 0)[0])
+        return self._exited.is_set()
 
     def _release_group(self) -> None:
         """Kill leftovers (processes that escaped the process group) and drop the cgroup."""
@@ -239,7 +262,7 @@ class WorkerProcess:
 
     async def stop(self, grace: float = 2.0) -> None:
         """Ask the worker to exit, then kill it if it has not within ``grace`` seconds."""
-        if self.proc is None:
+        if not self.pid:
             return
         if self.exit_reason is None:
             with contextlib.suppress(WorkerCrashed):
@@ -269,12 +292,26 @@ class WorkerProcess:
             self._log_fp = None
 
     def _on_process_exit(self) -> None:
-        assert self.proc is not None
-        code = self.proc.poll()
-        if code is None:
-            return
-        reason = f"exited with code {code}"
-        if code < 0:
+        if self.proc is not None:
+            code = self.proc.poll()
+            if code is None:
+                return
+            self._exit_with(code)
+        else:  # a zygote child: the zygote reaped it and reports the status
+            loop = asyncio.get_running_loop()
+            if self._pidfd >= 0:
+                loop.remove_reader(self._pidfd)
+            task = asyncio.ensure_future(self._zygote_exit())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _zygote_exit(self) -> None:
+        assert self.zygote is not None
+        self._exit_with(await self.zygote.exit_code(self.pid))
+
+    def _exit_with(self, code: int | None) -> None:
+        reason = "exited" if code is None else f"exited with code {code}"
+        if code is not None and code < 0:
             with contextlib.suppress(ValueError):
                 reason = f"was killed by {signal.Signals(-code).name}"
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -283,7 +320,8 @@ class WorkerProcess:
         self._fail_all(reason)
         self._exited.set()
         if self._pidfd >= 0:
-            asyncio.get_running_loop().remove_reader(self._pidfd)
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(self._pidfd)
             os.close(self._pidfd)
             self._pidfd = -1
 
@@ -296,9 +334,9 @@ class WorkerProcess:
         asyncio.get_running_loop().call_later(0.05, self._after_channel_closed)
 
     def _after_channel_closed(self) -> None:
-        if self.exit_reason is not None or self.proc is None:
+        if self.exit_reason is not None or not self.pid:
             return
-        if self.proc.poll() is None:
+        if not self._has_exited():
             # The worker closed its output but lives on: it can no longer answer. Kill it.
             self.kill("closed its output pipe")
         else:

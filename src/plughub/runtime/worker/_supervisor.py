@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +17,7 @@ from typing import Any
 
 from ._cgroup import Cgroups
 from ._process import LaunchSpec, RequestHandler, WorkerCrashed, WorkerProcess
+from ._zygote import Zygote
 
 __all__ = ["CircuitOpen", "Supervisor", "WorkerConfig", "WorkerState"]
 
@@ -47,6 +50,7 @@ class WorkerConfig:
     circuit_window: float = 60.0
     circuit_cooldown: float = 30.0
     sandbox: bool = True
+    warm_start: bool = True  # fork workers from a pre-loaded zygote (plugins without own venv)
     # Operator caps: the manifest asks, these bound what it gets.
     max_memory: int = 1 << 30
     max_cpu_seconds: int = 3600
@@ -88,6 +92,7 @@ class Supervisor:
         self._starting: dict[str, asyncio.Future[WorkerProcess]] = {}
         self._reaper: asyncio.Task[None] | None = None
         self.cgroups = Cgroups() if config.sandbox else None
+        self.zygote: Zygote | None = None
 
     def state(self, plugin_id: str) -> WorkerState:
         return self.states.setdefault(plugin_id, WorkerState())
@@ -139,8 +144,19 @@ class Supervisor:
     async def _start(self, spec: LaunchSpec, on_request: RequestHandler) -> WorkerProcess:
         st = self.state(spec.plugin_id)
         st.state = "starting"
+        zygote = None
+        if self.config.warm_start and spec.python == sys.executable:
+            if self.zygote is None:
+                from ._sandbox import child_environment
+
+                self.zygote = Zygote(sys.executable, child_environment(os.environ))
+            zygote = self.zygote
         worker = WorkerProcess(
-            spec, on_request, max_frame=self.config.max_output + (1 << 20), cgroups=self.cgroups
+            spec,
+            on_request,
+            max_frame=self.config.max_output + (1 << 20),
+            cgroups=self.cgroups,
+            zygote=zygote,
         )
         worker.cancel_grace = self.config.cancel_grace
         await worker.start(self.config.start_timeout)
@@ -181,6 +197,9 @@ class Supervisor:
             self._reaper.cancel()
             self._reaper = None
         await asyncio.gather(*(self.stop(pid) for pid in list(self.workers)))
+        if self.zygote is not None:
+            self.zygote.close()
+            self.zygote = None
 
     def _ensure_reaper(self) -> None:
         if self._reaper is None or self._reaper.done():
