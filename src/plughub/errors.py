@@ -13,6 +13,7 @@ Exception tree::
     │   ├── PluginNotFound          no plugin by that id, name or alias
     │   └── PluginDisabled          it exists but is denied, disabled or failed to load
     │       └── DependencyError     ... because a dependency is missing, mismatched or cyclic
+    ├── EnvBuildError               a plugin's Python environment could not be built (phase, log)
     ├── ToolNotFound                the plugin has no tool by that name
     └── UsageError                  the caller passed something the host cannot accept
 
@@ -22,8 +23,11 @@ it is not a ``PlughubError`` because it never escapes the host.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "DependencyError",
+    "EnvBuildError",
     "ManifestError",
     "PlughubError",
     "PluginDisabled",
@@ -81,6 +85,30 @@ class PluginDisabled(PluginError):
 
 class DependencyError(PluginDisabled):
     """The plugin is unusable because a dependency is missing, mismatched or cyclic."""
+
+
+class EnvBuildError(PlughubError):
+    """A plugin environment could not be built.
+
+    ``phase`` is ``"spec"`` (the spec itself is unusable: bad id, version, requirement or
+    wheels folder), ``"venv"`` (``uv venv`` or the shared-base setup failed) or ``"install"``
+    (``uv pip install`` failed: unknown or unbuildable requirement, missing bundled wheel,
+    conflict with the SDK's pinned versions). ``log_tail`` is the end of uv's output.
+    """
+
+    def __init__(self, plugin_id: str, phase: str, message: str, log_tail: str = "") -> None:
+        self.plugin_id = plugin_id
+        self.phase = phase
+        self.message = message
+        self.log_tail = log_tail
+        text = f"cannot build the environment of plugin {plugin_id!r} ({phase}): {message}"
+        if log_tail:
+            text += f"\n--- uv output (last lines) ---\n{log_tail}"
+        super().__init__(text)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keeps the error picklable across processes despite the multi-argument __init__.
+        return (type(self), (self.plugin_id, self.phase, self.message, self.log_tail))
 
 
 class ToolNotFound(PlughubError):

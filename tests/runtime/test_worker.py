@@ -274,3 +274,20 @@ def test_repeated_crashes_open_the_circuit(tmp_path: Path) -> None:
         assert reasons[3] == "circuit_open"
         info = host.plugin("flaky")
         assert info.worker is not None and info.worker["state"] == "circuit_open"
+
+
+def test_a_plugin_with_requirements_gets_its_own_environment(tmp_path: Path) -> None:
+    from _wheels import make_wheel
+
+    plugins = tmp_path / "plugins"
+    code = "import tinydep\nfrom plughub.sdk import tool\n@tool\ndef dep() -> int:\n    return tinydep.X\n"
+    folder = write_plugin(plugins, "needy", code, extra="python: {requirements: [tinydep>=1]}")
+    make_wheel(folder / "wheels", "tinydep", code="X = 42\n")
+    with PluginHost([plugins], entry_points=False, data_dir=tmp_path / "data") as host:
+        assert host.invoke("needy", "dep").structured == 42
+        assert list((tmp_path / "data" / "envs").glob("acme__needy/1.0.0-*"))
+    # a requirement the bundled wheels cannot satisfy fails the load, naming the phase
+    (folder / "plugin.yaml").write_text(MANIFEST.format(name="needy", extra="python: {requirements: [missingdep]}"))
+    with PluginHost([plugins], entry_points=False, data_dir=tmp_path / "data2") as host:
+        (info,) = host.load_all()
+        assert info.status == "failed" and "(install)" in (info.error or "") and "missingdep" in (info.error or "")

@@ -412,6 +412,9 @@ class PluginHost:
             write_paths=list(fs.write) if fs else [],
             limits=m.limits if m is not None else None,
             storage=lambda: self._storage_of(rec),
+            version=m.version if m is not None else "0.0.0",
+            requirements=tuple(m.python.requirements) if m is not None else (),
+            wheels_dir=str(wheels) if (wheels := path / "wheels").is_dir() else None,
         )
 
     def _load_code(self, rec: _Record) -> LoadedCode:

@@ -57,7 +57,7 @@ from packaging.markers import UndefinedComparison, UndefinedEnvironmentName
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from plughub.errors import PlughubError
+from ...errors import EnvBuildError
 
 __all__ = ["EnvBuildError", "EnvBuilder", "EnvSpec", "PluginEnv", "find_uv"]
 
@@ -85,30 +85,6 @@ _ENV_ALLOW = frozenset(
 _STUB_HEADERS = frozenset(
     {"metadata-version", "name", "version", "requires-dist", "requires-python", "provides-extra"}
 )
-
-
-class EnvBuildError(PlughubError):
-    """A plugin environment could not be built.
-
-    ``phase`` is ``"spec"`` (the spec itself is unusable: bad id, version, requirement or
-    wheels folder), ``"venv"`` (``uv venv`` or the shared-base setup failed) or ``"install"``
-    (``uv pip install`` failed: unknown or unbuildable requirement, missing bundled wheel,
-    conflict with the SDK's pinned versions). ``log_tail`` is the end of uv's output.
-    """
-
-    def __init__(self, plugin_id: str, phase: str, message: str, log_tail: str = "") -> None:
-        self.plugin_id = plugin_id
-        self.phase = phase
-        self.message = message
-        self.log_tail = log_tail
-        text = f"cannot build the environment of plugin {plugin_id!r} ({phase}): {message}"
-        if log_tail:
-            text += f"\n--- uv output (last lines) ---\n{log_tail}"
-        super().__init__(text)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Keeps the error picklable across processes despite the multi-argument __init__.
-        return (type(self), (self.plugin_id, self.phase, self.message, self.log_tail))
 
 
 @dataclass(frozen=True)

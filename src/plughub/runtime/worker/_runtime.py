@@ -16,6 +16,7 @@ from ...sdk import Blob, Context, LogEntry, Progress, ToolError, ToolResult, Too
 from ...sdk._results import content_from_dict
 from ...sdk._tool import ToolDef
 from .._code import LoadedCode
+from ._envs import EnvBuilder, EnvSpec
 from ._process import LaunchSpec, WorkerCrashed, WorkerProcess
 from ._supervisor import CircuitOpen, Supervisor, WorkerConfig
 
@@ -36,6 +37,9 @@ class WorkerPlugin:
     write_paths: list[str]
     limits: Any  # manifest Limits or None
     storage: Callable[[], Any]  # the plugin's Storage (host side)
+    version: str = "0.0.0"
+    requirements: tuple[str, ...] = ()
+    wheels_dir: str | None = None  # bundled wheels: the environment is built offline from them
     python: str = sys.executable
 
 
@@ -68,6 +72,7 @@ class WorkerRuntime:
             data_dir = Path(self._tmp.name)
         self.data_dir = data_dir
         self._http: Any = None
+        self._envs: EnvBuilder | None = None
 
     # -- launching ---------------------------------------------------------------------------
 
@@ -128,7 +133,16 @@ class WorkerRuntime:
         )
 
     def load(self, p: WorkerPlugin) -> LoadedCode:
-        """Start the plugin's worker (lazy start happens here, at first use) and build proxies."""
+        """Start the plugin's worker (lazy start happens here, at first use) and build proxies.
+
+        A plugin with Python requirements first gets its own environment (built once per
+        version with uv, sharing the SDK with the host), and its worker runs that interpreter.
+        """
+        if p.requirements:
+            if self._envs is None:
+                self._envs = EnvBuilder(self.data_dir / "envs")
+            env = self._envs.ensure(EnvSpec(p.plugin_id, p.version, p.requirements, p.wheels_dir))
+            p.python = str(env.python)
         worker: WorkerProcess = self._run_coro(self._worker(p))
         ready = worker.ready
         tools = [self._proxy(p, ToolSpec(**spec)) for spec in ready.get("tools", [])]
