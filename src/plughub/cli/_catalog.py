@@ -60,6 +60,7 @@ def list_command(
     table.add_column("id", no_wrap=True)
     table.add_column("version", no_wrap=True)
     table.add_column("style", no_wrap=True)
+    table.add_column("runtime", no_wrap=True)
     table.add_column("status", no_wrap=True)
     table.add_column("tools", justify="right", no_wrap=True)
     table.add_column("error", overflow="ellipsis")
@@ -68,6 +69,7 @@ def list_command(
             i.id,
             i.version,
             i.style,
+            i.runtime if i.worker is None else f"{i.runtime} ({i.worker['state']})",
             Text(i.status, style=_STATUS_STYLE.get(i.status, "")),
             "-" if i.tools is None else str(len(i.tools)),
             _short(i.error),
@@ -108,6 +110,14 @@ def _render_info(info: PluginInfo, specs: list[dict[str, Any]]) -> None:
     meta = Table.grid(padding=(0, 2))
     meta.add_row("status", Text(info.status, style=_STATUS_STYLE.get(info.status, "")))
     meta.add_row("style", info.style)
+    meta.add_row("runtime", info.runtime)
+    if info.worker is not None:
+        w = info.worker
+        meta.add_row(
+            "worker",
+            f"{w['state']} (pid {w['pid']}, restarts {w['restarts']})"
+            + (f", last error: {w['last_error']}" if w.get("last_error") else ""),
+        )
     meta.add_row("source", info.source)
     meta.add_row("permissions", ", ".join(info.permissions) or "none")
     if info.aliases:
