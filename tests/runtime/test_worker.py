@@ -291,3 +291,30 @@ def test_a_plugin_with_requirements_gets_its_own_environment(tmp_path: Path) -> 
     with PluginHost([plugins], entry_points=False, data_dir=tmp_path / "data2") as host:
         (info,) = host.load_all()
         assert info.status == "failed" and "(install)" in (info.error or "") and "missingdep" in (info.error or "")
+
+
+def test_idle_workers_stop_and_hung_ones_are_killed(tmp_path: Path) -> None:
+    plugins = tmp_path / "plugins"
+    code = (
+        "import os, signal, threading\nfrom plughub.sdk import tool\n"
+        "@tool\ndef pid() -> int:\n    return os.getpid()\n"
+        "@tool\ndef freeze_soon() -> str:\n"
+        "    threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGSTOP)).start()\n"
+        "    return 'ok'\n"
+    )
+    write_plugin(plugins, "sleepy", code)
+    config = WorkerConfig(idle_timeout=0.6, health_interval=0.3, health_timeout=0.3, backoff_base=0.01)
+    with PluginHost([plugins], entry_points=False, workers=config) as host:
+        first = host.invoke("sleepy", "pid").structured
+        deadline = time.monotonic() + 5
+        while host.plugin("sleepy").worker["state"] != "stopped" and time.monotonic() < deadline:  # type: ignore[index]
+            time.sleep(0.1)
+        assert host.plugin("sleepy").worker["state"] == "stopped"  # type: ignore[index]
+        second = host.invoke("sleepy", "pid").structured
+        assert second != first  # a new worker started on demand
+        assert host.invoke("sleepy", "freeze_soon").text == "ok"
+        deadline = time.monotonic() + 5
+        while "health check" not in (host.plugin("sleepy").worker["last_error"] or "") and time.monotonic() < deadline:  # type: ignore[index]
+            time.sleep(0.1)
+        assert "health check" in host.plugin("sleepy").worker["last_error"]  # type: ignore[index]
+        assert host.invoke("sleepy", "pid").structured not in (first, second)

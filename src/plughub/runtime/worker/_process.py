@@ -130,6 +130,7 @@ class WorkerProcess:
         self._calls: dict[int, _Call] = {}
         self._cancelling: dict[int, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._pings: dict[int, asyncio.Future[None]] = {}
         self.cancel_grace = 2.0
         self._ids = itertools.count(1)
         self._out: asyncio.WriteTransport | None = None
@@ -398,7 +399,9 @@ class WorkerProcess:
             self.log_tail.extend(str(msg.get("traceback", "")).splitlines()[-8:])
             self._fail_all(f"could not load the plugin: {error}")
         elif kind == "pong":
-            pass
+            fut = self._pings.pop(msg.get("id"), None)  # type: ignore[arg-type]
+            if fut is not None and not fut.done():
+                fut.set_result(None)
         else:
             self.kill(f"protocol error: unexpected message type {kind!r}")
 
@@ -461,6 +464,21 @@ class WorkerProcess:
         finally:
             self._calls.pop(cid, None)
             self.last_used = time.monotonic()
+
+    async def ping(self, timeout: float) -> bool:
+        """Health check: True when the worker's reader answers within ``timeout`` seconds."""
+        pid = next(self._ids)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pings[pid] = fut
+        try:
+            self._send({"t": "ping", "id": pid})
+            async with asyncio.timeout(timeout):
+                await fut
+            return True
+        except (TimeoutError, WorkerCrashed):
+            return False
+        finally:
+            self._pings.pop(pid, None)
 
     def memory(self) -> dict[str, int]:
         return memory_of(self.pid) if self.alive else {"rss": 0, "pss": 0, "uss": 0}

@@ -40,6 +40,8 @@ class WorkerConfig:
     """Operator knobs for worker processes (``PluginHost(workers=WorkerConfig(...))``)."""
 
     idle_timeout: float = 300.0
+    health_interval: float = 30.0  # idle workers are pinged this often...
+    health_timeout: float = 5.0  # ...and killed as hung when they do not answer in time
     start_timeout: float = 30.0
     cancel_grace: float = 2.0
     max_in_flight: int = 32
@@ -206,16 +208,28 @@ class Supervisor:
             self._reaper = asyncio.ensure_future(self._reap())
 
     async def _reap(self) -> None:
-        """Stop workers that sat idle (no calls in flight) longer than ``idle_timeout``."""
+        """Stop workers idle longer than ``idle_timeout``; ping idle ones, kill the hung.
+
+        Only idle workers are pinged: a busy worker may hold the GIL in C code for a long time
+        without being unhealthy, and its calls have deadlines of their own.
+        """
+        cfg = self.config
+        last_check = time.monotonic()
         while self.workers:
-            await asyncio.sleep(min(5.0, self.config.idle_timeout / 2))
+            await asyncio.sleep(min(5.0, cfg.idle_timeout / 2, cfg.health_interval))
             now = time.monotonic()
+            check = now - last_check >= cfg.health_interval
+            if check:
+                last_check = now
             for plugin_id, w in list(self.workers.items()):
                 if not w.alive:
                     self.crashed(plugin_id, w)
-                elif w.in_flight == 0 and now - w.last_used > self.config.idle_timeout:
+                elif w.in_flight == 0 and now - w.last_used > cfg.idle_timeout:
                     log.info("stopping idle worker for %s", plugin_id)
                     await self.stop(plugin_id)
+                elif check and w.in_flight == 0 and not await w.ping(cfg.health_timeout):
+                    w.kill(f"did not answer a health check within {cfg.health_timeout:g}s")
+                    self.crashed(plugin_id, w)
 
     async def _enforce_budget(self, keep: str) -> None:
         """Evict least recently used idle workers while the total USS exceeds the budget."""
