@@ -318,3 +318,24 @@ def test_idle_workers_stop_and_hung_ones_are_killed(tmp_path: Path) -> None:
             time.sleep(0.1)
         assert "health check" in host.plugin("sleepy").worker["last_error"]  # type: ignore[index]
         assert host.invoke("sleepy", "pid").structured not in (first, second)
+
+
+def test_oversized_arguments_never_reach_the_worker(host: PluginHost) -> None:
+    r = host.invoke("bad", "echo", {"text": "x" * (3 << 20)})
+    assert r.is_error and r.reason == "invalid_arguments" and "bytes on the wire" in r.text
+    r = host.invoke("bad", "echo", '{"text": "' + "y" * (3 << 20) + '"}')
+    assert r.is_error and r.reason == "invalid_arguments"
+    assert host.invoke("bad", "echo", {"text": "small"}).text == "small"
+
+
+def test_memory_budget_evicts_the_least_recently_used_idle_worker(tmp_path: Path) -> None:
+    plugins = tmp_path / "plugins"
+    code = "import os\nfrom plughub.sdk import tool\n@tool\ndef pid() -> int:\n    return os.getpid()\n"
+    write_plugin(plugins, "first", code)
+    write_plugin(plugins, "second", code)
+    with PluginHost([plugins], entry_points=False, workers=WorkerConfig(memory_budget=1)) as host:
+        host.invoke("first", "pid")
+        host.invoke("second", "pid")  # over budget: the idle, least recently used one goes
+        assert host.plugin("first").worker["state"] == "stopped"  # type: ignore[index]
+        assert host.plugin("second").worker["state"] == "running"  # type: ignore[index]
+        assert isinstance(host.invoke("first", "pid").structured, int)  # and comes back on demand

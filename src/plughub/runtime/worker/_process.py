@@ -45,6 +45,7 @@ class LaunchSpec:
     max_output: int = 16 << 20
     log_file: Path | None = None
     processes: int | None = None  # cap on the worker's processes (cgroup), None: no cgroup
+    max_args: int = 1 << 20  # largest call frame sent (the manifest's max_argument_bytes)
 
 
 def memory_of(pid: int) -> dict[str, int]:
@@ -431,22 +432,30 @@ class WorkerProcess:
         """Run a tool; returns the result dict. Raises ``WorkerCrashed``, or ``CancelledError``
         (after telling the worker to cancel) when the caller gives up."""
         cid = next(self._ids)
+        frame = encode(
+            {
+                "t": "call",
+                "id": cid,
+                "tool": tool,
+                "args": args,
+                "timeout": timeout,
+                "settings": settings,
+                "credentials": credentials,
+                "stream": stream,
+            }
+        )
+        if len(frame) > self.spec.max_args:
+            raise ValueError(
+                f"arguments for {self.spec.plugin_id}.{tool} are {len(frame)} bytes on the wire; "
+                f"the limit is {self.spec.max_args}"
+            )
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._calls[cid] = _Call(fut, on_event)
         self.last_used = time.monotonic()
         try:
-            self._send(
-                {
-                    "t": "call",
-                    "id": cid,
-                    "tool": tool,
-                    "args": args,
-                    "timeout": timeout,
-                    "settings": settings,
-                    "credentials": credentials,
-                    "stream": stream,
-                }
-            )
+            if self._out is None or self._out.is_closing():
+                raise WorkerCrashed(self._describe("the worker's input pipe is closed"))
+            self._out.write(frame)
             if self._out_proto is not None:
                 await self._out_proto.drain()
             return await fut

@@ -125,6 +125,8 @@ class WorkerRuntime:
             processes=cap(getattr(lim, "processes", None), cfg.max_processes)
             if cfg.sandbox
             else None,
+            # the frame also carries settings and credentials: allow for them
+            max_args=(getattr(lim, "max_argument_bytes", None) or (1 << 20)) + (64 << 10),
         )
 
     async def _worker(self, p: WorkerPlugin, deadline: float | None = None) -> WorkerProcess:
