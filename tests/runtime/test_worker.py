@@ -339,3 +339,71 @@ def test_memory_budget_evicts_the_least_recently_used_idle_worker(tmp_path: Path
         assert host.plugin("first").worker["state"] == "stopped"  # type: ignore[index]
         assert host.plugin("second").worker["state"] == "running"  # type: ignore[index]
         assert isinstance(host.invoke("first", "pid").structured, int)  # and comes back on demand
+
+
+STREAMS = '''
+import asyncio, time
+from plughub.sdk import Blob, Context, tool
+
+@tool
+async def file(ctx: Context, mib: int = 3):
+    ctx.progress(0, 1, "making")
+    yield "header"
+    yield Blob(bytes(range(256)) * (mib << 12), "application/octet-stream", "data.bin")
+    ctx.progress(1, 1, "done")
+
+@tool
+def endless():
+    while True:
+        yield "z" * 65536
+
+@tool
+async def nap(seconds: float = 0.3) -> str:
+    await asyncio.sleep(seconds)
+    return "rested"
+
+@tool
+def snooze(seconds: float = 0.3) -> str:
+    time.sleep(seconds)
+    return "rested"
+'''
+
+
+@pytest.fixture(scope="module")
+def streams(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PluginHost]:
+    plugins = tmp_path_factory.mktemp("streams") / "plugins"
+    write_plugin(plugins, "streams", STREAMS, extra="")
+    (plugins / "streams" / "plugin.yaml").write_text(
+        MANIFEST.format(name="streams", extra="").replace("processes: 40}", "processes: 40, max_output_bytes: 8MiB}")
+    )
+    with PluginHost([plugins], entry_points=False, workers=WorkerConfig(max_in_flight=4)) as h:
+        yield h
+
+
+def test_streamed_blobs_arrive_in_order_and_whole(streams: PluginHost) -> None:
+    events = list(streams.stream("streams", "file", {"mib": 3}))
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["Progress", "Text", "Blob", "Progress", "ToolResult"]
+    blob = events[2]
+    assert blob.filename == "data.bin" and len(blob.data) == 3 << 20 and blob.data[:3] == b"\x00\x01\x02"
+
+
+def test_an_endless_stream_is_cut_at_the_output_limit(streams: PluginHost) -> None:
+    *_, final = list(streams.stream("streams", "endless"))
+    assert final.is_error and final.reason in ("output_too_large", "tool_error") and "output limit" in final.text
+    assert streams.invoke("streams", "nap", {"seconds": 0}).text == "rested"
+
+
+def test_many_calls_in_flight_on_one_worker_with_a_cap(streams: PluginHost) -> None:
+    import asyncio
+
+    async def burst(tool: str, n: int) -> float:
+        t0 = time.monotonic()
+        results = await asyncio.gather(*(streams.ainvoke("streams", tool, {"seconds": 0.3}) for _ in range(n)))
+        assert all(r.text == "rested" for r in results)
+        return time.monotonic() - t0
+
+    # 8 calls, 4 in flight at a time: two waves of ~0.3 s, not eight, not one
+    for tool in ("nap", "snooze"):
+        elapsed = asyncio.run(burst(tool, 8))
+        assert 0.55 < elapsed < 2.0, (tool, elapsed)

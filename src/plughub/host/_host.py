@@ -390,7 +390,7 @@ class PluginHost:
             from ..compat import schema_validator
 
             self._workers = WorkerRuntime(
-                self._worker_config, self._run_coro, self._data_dir, schema_validator
+                self._worker_config, self._run_coro, self._data_dir, schema_validator, self._portal
             )
         return self._workers
 

@@ -251,12 +251,14 @@ class Worker:
             frame = encode({"t": "result", "id": cid, "result": error.to_dict()})
         self.channel.write(frame)
 
-    def _event(self, cid: int, event: Any) -> None:
+    def _event(self, cid: int, event: Any) -> int:
+        """Send one streamed event (large blobs in chunks); returns the bytes sent."""
         if isinstance(event, Blob) and len(event.data) > BLOB_CHUNK:
             data = event.data
+            sent = 0
             for start in range(0, len(data), BLOB_CHUNK):
                 part = data[start : start + BLOB_CHUNK]
-                self.channel.send(
+                frame = encode(
                     {
                         "t": "event",
                         "id": cid,
@@ -269,8 +271,12 @@ class Worker:
                         },
                     }
                 )
-            return
-        self.channel.send({"t": "event", "id": cid, "event": event.to_dict()})
+                self.channel.write(frame)  # blocks while the host is behind: backpressure
+                sent += len(frame)
+            return sent
+        frame = encode({"t": "event", "id": cid, "event": event.to_dict()})
+        self.channel.write(frame)
+        return len(frame)
 
     def call(self, msg: dict[str, Any]) -> None:
         cid = int(msg["id"])
@@ -308,13 +314,23 @@ class Worker:
         try:
             if stream or b.kind in ("gen", "agen"):
                 result: ToolResult | None = None
-                async for event in self.pipeline.astream(b, msg.get("args") or {}, None, None):
+                sent = 0
+                events = self.pipeline.astream(b, msg.get("args") or {}, None, None)
+                async for event in events:
                     if isinstance(event, ToolResult):
                         result = event
                     elif stream:
-                        self._event(cid, event)
+                        sent += self._event(cid, event)
+                        if sent > self.channel.max_output:  # a stream is bounded like a result
+                            result = ToolResult.error(
+                                f"the stream passed the output limit of "
+                                f"{self.channel.max_output} bytes",
+                                "output_too_large",
+                            )
+                            await events.aclose()  # type: ignore[attr-defined]
+                            break
                 assert result is not None
-                if stream:
+                if stream and not result.is_error:
                     result.content = []  # already streamed as events
             else:
                 result = await self.pipeline.ainvoke(b, msg.get("args") or {}, None, None)

@@ -114,6 +114,7 @@ class WorkerProcess:
         max_frame: int = DEFAULT_MAX_FRAME,
         cgroups: Cgroups | None = None,
         zygote: Zygote | None = None,
+        max_in_flight: int = 32,
     ) -> None:
         self.spec = spec
         self.zygote = zygote
@@ -132,6 +133,7 @@ class WorkerProcess:
         self._cancelling: dict[int, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pings: dict[int, asyncio.Future[None]] = {}
+        self._slots = asyncio.Semaphore(max_in_flight)
         self.cancel_grace = 2.0
         self._ids = itertools.count(1)
         self._out: asyncio.WriteTransport | None = None
@@ -449,6 +451,13 @@ class WorkerProcess:
                 f"arguments for {self.spec.plugin_id}.{tool} are {len(frame)} bytes on the wire; "
                 f"the limit is {self.spec.max_args}"
             )
+        # At most max_in_flight calls on the wire; the rest wait here (within their deadline).
+        async with self._slots:
+            return await self._call(cid, frame, on_event)
+
+    async def _call(
+        self, cid: int, frame: bytes, on_event: Callable[[dict[str, Any]], None] | None
+    ) -> dict[str, Any]:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._calls[cid] = _Call(fut, on_event)
         self.last_used = time.monotonic()

@@ -7,7 +7,7 @@ import base64
 import os
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,11 +61,13 @@ class WorkerRuntime:
         run_coro: Callable[[Awaitable[Any]], Any],
         data_dir: Path | None,
         validator: Callable[[dict[str, Any], str], Callable[[Any], dict[str, Any]]],
+        loop: Callable[[], asyncio.AbstractEventLoop],
     ) -> None:
         self.config = config
         self.supervisor = Supervisor(config)
         self._run_coro = run_coro
         self._validator = validator
+        self._loop = loop
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="plughub-workers-")
@@ -167,7 +169,6 @@ class WorkerRuntime:
             on_event: Callable[[dict[str, Any]], None],
             stream: bool,
         ) -> ToolResult:
-            loop = asyncio.get_running_loop()
             try:
                 worker = await self._worker(p, ctx.deadline)
             except CircuitOpen as e:
@@ -190,7 +191,6 @@ class WorkerRuntime:
                 return ToolResult.error(str(e), "worker_crashed", retryable=True)
             except ValueError as e:  # arguments the channel cannot carry
                 return ToolResult.error(str(e), "invalid_arguments")
-            del loop
             return ToolResult.from_dict(raw)
 
         def forward(ctx: Context) -> Callable[[dict[str, Any]], None]:
@@ -207,7 +207,7 @@ class WorkerRuntime:
 
             async def run(**kwargs: Any) -> ToolResult:
                 ctx: Context = kwargs.pop(CTX)
-                return await call(ctx, kwargs, forward(ctx), False)
+                return await self._on_host_loop(call(ctx, kwargs, forward(ctx), False))
 
             return ToolDef(spec, run, "async", validate, CTX)
 
@@ -215,12 +215,16 @@ class WorkerRuntime:
             ctx: Context = kwargs.pop(CTX)
             queue: asyncio.Queue[Any] = asyncio.Queue()
             blob: list[bytes] = []
+            loop = asyncio.get_running_loop()
+
+            def put(item: Any) -> None:  # events arrive on the host's loop thread
+                loop.call_soon_threadsafe(queue.put_nowait, item)
 
             def on_event(raw: dict[str, Any]) -> None:
                 if raw.get("type") == "blob_chunk":
                     blob.append(base64.b64decode(raw.get("data") or ""))
                     if raw.get("end"):
-                        queue.put_nowait(
+                        put(
                             Blob(
                                 b"".join(blob),
                                 raw.get("mime_type") or "application/octet-stream",
@@ -229,10 +233,10 @@ class WorkerRuntime:
                         )
                         blob.clear()
                 else:  # progress and log too, so they keep their place among the chunks
-                    queue.put_nowait(_event_of(raw))
+                    put(_event_of(raw))
 
-            task = asyncio.ensure_future(call(ctx, kwargs, on_event, True))
-            task.add_done_callback(lambda _t: queue.put_nowait(task))
+            task = asyncio.ensure_future(self._on_host_loop(call(ctx, kwargs, on_event, True)))
+            task.add_done_callback(put)
             try:
                 while (item := await queue.get()) is not task:
                     yield item
@@ -243,6 +247,17 @@ class WorkerRuntime:
                 raise ToolError(result.text)
 
         return ToolDef(spec, run_stream, "agen", validate, CTX)
+
+    async def _on_host_loop(self, coro: Coroutine[Any, Any, ToolResult]) -> ToolResult:
+        """Run ``coro`` on the host's loop, which owns every worker's pipes and futures.
+
+        A caller's own loop (``await host.ainvoke`` in an application) must not touch them;
+        cancelling the caller cancels the call on the host's loop too.
+        """
+        host_loop = self._loop()
+        if asyncio.get_running_loop() is host_loop:
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, host_loop))
 
     # -- requests from workers ---------------------------------------------------------------
 

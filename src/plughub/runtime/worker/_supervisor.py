@@ -159,6 +159,7 @@ class Supervisor:
             max_frame=self.config.max_output + (1 << 20),
             cgroups=self.cgroups,
             zygote=zygote,
+            max_in_flight=self.config.max_in_flight,
         )
         worker.cancel_grace = self.config.cancel_grace
         await worker.start(self.config.start_timeout)
