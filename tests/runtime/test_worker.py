@@ -407,3 +407,19 @@ def test_many_calls_in_flight_on_one_worker_with_a_cap(streams: PluginHost) -> N
     for tool in ("nap", "snooze"):
         elapsed = asyncio.run(burst(tool, 8))
         assert 0.55 < elapsed < 2.0, (tool, elapsed)
+
+
+def test_host_secrets_do_not_reach_workers_but_credentials_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-host-secret")
+    monkeypatch.setenv("DATABASE_URL", "postgres://user:pw@db/x")
+    plugins = tmp_path / "plugins"
+    code = (
+        "import os\nfrom plughub.sdk import Context, tool\n"
+        "@tool\ndef env(ctx: Context) -> dict:\n"
+        "    return {'environ': sorted(os.environ), 'token': ctx.credentials.get('token')}\n"
+    )
+    write_plugin(plugins, "envy", code, extra="credentials: {token: {required: true}}")
+    with PluginHost([plugins], entry_points=False, credentials={"envy": {"token": "granted"}}) as host:
+        out = host.invoke("envy", "env").structured
+        assert "OPENAI_API_KEY" not in out["environ"] and "DATABASE_URL" not in out["environ"]
+        assert out["token"] == "granted"  # credentials travel per call, not in the environment
