@@ -119,3 +119,38 @@ def test_relative_links_between_docs_resolve() -> None:
             if not (page.parent / path).exists():
                 broken.append(f"{page.relative_to(DOCS)} -> {target}")
     assert not broken, f"broken relative links: {broken}"
+
+
+def test_every_worker_config_field_is_documented() -> None:
+    from dataclasses import fields
+
+    from plughub.runtime.worker import WorkerConfig
+
+    text = _read("operators/workers.md")
+    missing = [f.name for f in fields(WorkerConfig) if f"`{f.name}`" not in text]
+    assert not missing, f"docs/operators/workers.md does not mention WorkerConfig fields: {missing}"
+
+
+def test_every_worker_reason_code_is_in_troubleshooting() -> None:
+    """Each ``ToolResult.error(message, "reason")`` in the worker runtime has an entry."""
+    import ast
+
+    src = Path(plughub.__file__).resolve().parent / "runtime" / "worker"
+    reasons = set()
+    for file in sorted(src.glob("*.py")):
+        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "error"
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "ToolResult"
+                and len(node.args) >= 2
+                and isinstance(node.args[1], ast.Constant)
+                and isinstance(node.args[1].value, str)
+            ):
+                reasons.add(node.args[1].value)
+    assert reasons, f"found no ToolResult.error(..., reason) calls under {src}"
+    text = _read("troubleshooting.md")
+    missing = sorted(r for r in reasons if f"`{r}`" not in text)
+    assert not missing, f"docs/troubleshooting.md does not explain worker reason codes: {missing}"
