@@ -7,6 +7,7 @@ import logging as _logging
 
 from .errors import (
     DependencyError,
+    EnvBuildError,
     ManifestError,
     PlughubError,
     PluginDisabled,
@@ -27,6 +28,7 @@ _logging.getLogger("plughub").addHandler(_logging.NullHandler())
 __all__ = [
     "Context",
     "DependencyError",
+    "EnvBuildError",
     "ManifestError",
     "PlughubError",
     "Plugin",

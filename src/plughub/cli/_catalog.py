@@ -118,6 +118,13 @@ def _render_info(info: PluginInfo, specs: list[dict[str, Any]]) -> None:
             f"{w['state']} (pid {w['pid']}, restarts {w['restarts']})"
             + (f", last error: {w['last_error']}" if w.get("last_error") else ""),
         )
+        box = w.get("sandbox") or {}
+        if box:
+            meta.add_row(
+                "sandbox",
+                f"network: {box.get('network_isolated')}; files: {box.get('filesystem')}; "
+                + ", ".join(f"{k}={v}" for k, v in (box.get("rlimits") or {}).items()),
+            )
     meta.add_row("source", info.source)
     meta.add_row("permissions", ", ".join(info.permissions) or "none")
     if info.aliases:

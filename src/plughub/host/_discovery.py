@@ -175,7 +175,8 @@ def _autogpt(root: Path, folder: Path, classes: list[str] | None) -> Candidate:
     def load() -> LoadedCode:
         from ..compat import autogpt
 
-        mod = import_from(root, f"{folder.name}.plugin")
+        # The folder is its own package: relative imports work, siblings stay out of reach.
+        mod = import_from(folder, "plugin")
         return autogpt.adapt(autogpt.plugin_classes(mod, classes))
 
     name = cfg.get("name")

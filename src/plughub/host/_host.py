@@ -374,12 +374,14 @@ class PluginHost:
         return rec
 
     def runtime_of(self, ref: str) -> str:
-        """Where a plugin's code runs: ``inprocess`` or ``worker``."""
+        """Where a plugin's code runs: ``inprocess``, ``worker`` (or ``mcp``/``dify``)."""
         return self._runtime_of(self._find(ref))
 
     def _runtime_of(self, rec: _Record) -> str:
+        """``inprocess`` or ``worker`` (or a manifest's ``mcp``/``dify``, served by later
+        runtimes)."""
         style = rec.candidate.style
-        if style == "native" and rec.manifest is not None:
+        if style in ("native", "entrypoint") and rec.manifest is not None:
             return rec.manifest.runtime
         if style in ("autogpt", "dialer", "module"):
             return self._default_runtime
@@ -389,8 +391,17 @@ class PluginHost:
         if self._workers is None:
             from ..compat import schema_validator
 
+            async def invoke(name: str, args: dict[str, Any], caller: str) -> ToolResult:
+                return await self.ainvoke(name, name, args, caller=caller)
+
             self._workers = WorkerRuntime(
-                self._worker_config, self._run_coro, self._data_dir, schema_validator, self._portal
+                self._worker_config,
+                self._run_coro,
+                self._data_dir,
+                schema_validator,
+                self._portal,
+                on_error=self._fire_error,
+                invoke=invoke,
             )
         return self._workers
 
@@ -403,13 +414,26 @@ class PluginHost:
             granted = self._grants_for(rec)
             requested = [h for h in requested if "*" in granted or f"network:{h}" in granted]
         fs = m.permissions.filesystem if m is not None else None
+        env_names = list(m.permissions.env) if m is not None else []
+        if self._grants is not None:
+            granted = self._grants_for(rec)
+            env_names = [n for n in env_names if "*" in granted or f"env:{n}" in granted]
+
+        def paths(items: Sequence[str]) -> list[str]:
+            # Landlock needs real paths: expand ~, resolve relative to the plugin's code.
+            base = path if path.is_dir() else path.parent
+            return [str((base / os.path.expanduser(x)).resolve()) for x in items]
+
         return WorkerPlugin(
             plugin_id=rec.id,
             path=str(path),
             code_dir=str(path if path.is_dir() else path.parent),
             network=requested,
-            read_paths=list(fs.read) if fs else [],
-            write_paths=list(fs.write) if fs else [],
+            read_paths=paths(fs.read) if fs else [],
+            write_paths=paths(fs.write) if fs else [],
+            settings=self._values_for(rec, self._settings, "settings"),
+            grants=None if self._grants is None else self._grants_for(rec),
+            env={n: os.environ[n] for n in env_names if n in os.environ},
             limits=m.limits if m is not None else None,
             storage=lambda: self._storage_of(rec),
             version=m.version if m is not None else "0.0.0",
@@ -420,6 +444,11 @@ class PluginHost:
     def _load_code(self, rec: _Record) -> LoadedCode:
         """Import a plugin's code (or start its worker); seed styles get host wiring first."""
         if self._runtime_of(rec) == "worker":
+            if rec.candidate.path is None:
+                raise RuntimeError(
+                    "runtime: worker needs the plugin's files on disk; this one comes from an "
+                    "installed distribution's entry point (install it as a plughub package)"
+                )
             return self._worker_runtime().load(self._worker_plugin(rec))
         style = rec.candidate.style
         if style == "autogpt":

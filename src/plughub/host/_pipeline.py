@@ -250,7 +250,7 @@ class Pipeline:
     def _failed(self, c: _Call, exc: BaseException) -> ToolResult:
         b = c.b
         if isinstance(exc, ToolError):
-            res = _error(exc.message, "tool_error")
+            res = _error(exc.message, exc.reason)
             if exc.data is not None:
                 res.structured = exc.data
             return res

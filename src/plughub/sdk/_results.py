@@ -235,9 +235,12 @@ class ToolError(Exception):
     """Raise from a tool to report a failure the caller should read (``is_error`` result).
 
     Unlike any other exception, its message is shown as written, with no traceback.
+    ``reason`` is the result's machine-readable code (``tool_error`` unless a more precise one
+    applies, e.g. ``not_found``); ``data`` becomes the result's ``structured`` value.
     """
 
-    def __init__(self, message: str, *, data: Any = None) -> None:
+    def __init__(self, message: str, *, data: Any = None, reason: str = "tool_error") -> None:
         super().__init__(message)
         self.message = message
         self.data = data
+        self.reason = reason

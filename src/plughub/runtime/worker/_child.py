@@ -12,6 +12,7 @@ import asyncio
 import base64
 import concurrent.futures
 import itertools
+import logging
 import os
 import sys
 import threading
@@ -22,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from ...sdk import Blob, Context, Image, LogEntry, Progress, Text, ToolResult
+from ...sdk import Blob, Context, FileAccess, Image, LogEntry, Progress, Text, ToolResult
 from ...sdk._results import ToolError
 from .._watchdog import watchdog
 from ._protocol import FrameDecoder, ProtocolError, encode
@@ -118,8 +119,15 @@ class RemoteHttp:
 
     def request(self, method: str, url: str, **kw: Any) -> RemoteResponse:
         body = kw.get("content")
+        if isinstance(body, str):
+            body = body.encode()
         if "json" in kw:
             body = orjson.dumps(kw["json"])
+        elif isinstance(kw.get("data"), dict):
+            from urllib.parse import urlencode
+
+            body = urlencode(kw["data"]).encode()
+            kw.setdefault("headers", {})["content-type"] = "application/x-www-form-urlencoded"
         payload = {
             "method": method,
             "url": url,
@@ -127,7 +135,12 @@ class RemoteHttp:
             "headers": kw.get("headers"),
             "body": base64.b64encode(body).decode() if isinstance(body, bytes) else None,
         }
-        return RemoteResponse(self._ch.request("http", payload, self._remaining()))
+        left = self._remaining()
+        timeout = kw.get("timeout") if kw.get("timeout") is not None else left
+        if left is not None and timeout is not None:
+            timeout = min(float(timeout), left)
+        payload["timeout"] = timeout
+        return RemoteResponse(self._ch.request("http", payload, timeout))
 
     def get(self, url: str, **kw: Any) -> RemoteResponse:
         return self.request("GET", url, **kw)
@@ -145,6 +158,9 @@ class Worker:
         self.loop = asyncio.new_event_loop()
         self.pool = concurrent.futures.ThreadPoolExecutor(32, thread_name_prefix="plughub-call")
         self.tools: dict[str, Any] = {}
+        self.report: dict[str, Any] = {}
+        self.init: dict[str, Any] = {}
+        self.files = FileAccess([], [], None)
         self.plugin_id = ""
         self.data_dir: str | None = None
         self.running: dict[int, Any] = {}  # call id -> thread id (sync) or asyncio future
@@ -159,37 +175,85 @@ class Worker:
     # -- start-up ----------------------------------------------------------------------------
 
     def start(self, init: dict[str, Any]) -> None:
-        """Confine the process, then import the plugin (in that order) and announce its tools."""
+        """Confine the process, then import the plugin (in that order)."""
         self.plugin_id = str(init["plugin_id"])
         self.channel.max_output = int(init.get("max_output", 16 << 20))
         self.data_dir = init.get("data_dir")
-        report: dict[str, Any] = {}
+        self.init = init
+        files = init.get("files") or {}
+        self.files = FileAccess(
+            list(files.get("read") or []),
+            list(files.get("write") or []),
+            Path(self.data_dir) if self.data_dir else None,
+        )
         if init.get("sandbox") is not None:
             from ._sandbox import SandboxPolicy, apply
 
-            report = apply(SandboxPolicy(**init["sandbox"])).to_dict()
+            self.report = apply(SandboxPolicy(**init["sandbox"])).to_dict()
         from ...host._discovery import discover_dir
 
         candidates = [c for c in discover_dir(Path(init["path"])) if c.id == self.plugin_id]
         if not candidates:
             raise RuntimeError(f"no plugin {self.plugin_id} at {init['path']}")
-        code = candidates[0].load()
-        if code.setup is not None:
-            value = code.setup(self._context({}, None, None))
-            if asyncio.iscoroutine(value):
-                self.loop.run_until_complete(value)
-        self.tools = {td.spec.name: td for td in code.tools}
+        candidate = candidates[0]
+        if candidate.style == "autogpt":  # the same host wiring as in-process
+            from ...compat import autogpt
+
+            grants = init.get("grants")
+            with autogpt.override_settings(init.get("settings")), autogpt.override_grants(grants):
+                self.code = candidate.load()
+        else:
+            self.code = candidate.load()
+        if candidate.style == "dialer":
+            from ...compat import dialer
+
+            def invoke(name: str, context: dict[str, Any]) -> ToolResult:
+                value = self.channel.request("invoke", {"plugin": name, "args": context}, 60)
+                return ToolResult.from_dict(value)
+
+            dialer.set_invoker(invoke)
+        self.tools = {td.spec.name: td for td in self.code.tools}
+
+    def finish_start(self) -> None:
+        """Run the plugin's ``setup`` (serving replies already), then announce the tools."""
+        code = self.code
+        try:
+            if code.setup is not None:
+                value = code.setup(self._context(self.init, None, None))
+                if asyncio.iscoroutine(value):
+                    asyncio.run_coroutine_threadsafe(value, self.loop).result()
+        except BaseException as e:
+            self.channel.send(
+                {
+                    "t": "fatal",
+                    "error": f"setup failed: {type(e).__name__}: {e}",
+                    "traceback": traceback.format_exc(limit=20),
+                }
+            )
+            os._exit(1)
         self.channel.send(
             {
                 "t": "ready",
                 "pid": os.getpid(),
                 "tools": [td.spec.to_dict() for td in code.tools],
-                "sandbox": report,
+                "sandbox": self.report,
                 "version": code.version,
                 "description": code.description,
                 "aliases": code.aliases,
             }
         )
+
+    def teardown(self) -> None:
+        """The plugin's ``teardown`` on an orderly shutdown (best effort, bounded)."""
+        code = getattr(self, "code", None)
+        if code is None or code.teardown is None:
+            return
+        try:
+            value = code.teardown()
+            if asyncio.iscoroutine(value):
+                asyncio.run_coroutine_threadsafe(value, self.loop).result(5)
+        except BaseException:
+            traceback.print_exc()
 
     def _context(self, msg: dict[str, Any], deadline: float | None, emit: Any) -> Context:
         ctx = Context(
@@ -200,6 +264,7 @@ class Worker:
             emit=emit,
             call_id=str(msg.get("id", "")),
             deadline=deadline,
+            files=self.files,
         )
         ctx._http = RemoteHttp(self.channel, ctx.remaining)  # type: ignore[assignment]
         return ctx
@@ -355,8 +420,11 @@ class Worker:
         while True:
             try:
                 data = os.read(self.in_fd, 1 << 16)
-            except OSError:
-                return 0
+            except OSError as e:  # plugin code closed or broke the host's pipe
+                print(
+                    f"plughub worker: the protocol pipe from the host failed: {e}", file=sys.stderr
+                )
+                return 4
             if not data:
                 return 0  # the host closed the pipe: leave quietly
             try:
@@ -383,6 +451,8 @@ class Worker:
                         threading.Thread(
                             target=self.loop.run_forever, name="plughub-worker-loop", daemon=True
                         ).start()
+                        # setup may use ctx.storage/http, whose replies this thread must read.
+                        self.pool.submit(self.finish_start)
                     except BaseException as e:  # report, then exit
                         self.channel.send(
                             {
@@ -393,6 +463,7 @@ class Worker:
                         )
                         return 1
                 elif kind == "shutdown":
+                    self.teardown()
                     return 0
 
 
@@ -402,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     in_fd, out_fd = int(args[0]), int(args[1])
     # Small stacks: under an address-space limit, 8 MiB per thread would use it up quickly.
     threading.stack_size(1 << 20)
+    # Warnings (a tool's traceback among them) go to stderr, which the host keeps as the log.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.set_inheritable(in_fd, False)
     os.set_inheritable(out_fd, False)
     code = Worker(in_fd, out_fd).serve()

@@ -46,6 +46,7 @@ class LaunchSpec:
     log_file: Path | None = None
     processes: int | None = None  # cap on the worker's processes (cgroup), None: no cgroup
     max_args: int = 1 << 20  # largest call frame sent (the manifest's max_argument_bytes)
+    init_extra: dict[str, Any] = field(default_factory=dict)  # files, settings, grants
 
 
 def memory_of(pid: int) -> dict[str, int]:
@@ -221,6 +222,7 @@ class WorkerProcess:
                 "data_dir": spec.data_dir,
                 "sandbox": spec.sandbox,
                 "max_output": spec.max_output,
+                **spec.init_extra,
             }
         )
         try:
@@ -446,7 +448,7 @@ class WorkerProcess:
                 "stream": stream,
             }
         )
-        if len(frame) > self.spec.max_args:
+        if len(frame) > self.spec.max_args:  # (encode raised TypeError for non-JSON values)
             raise ValueError(
                 f"arguments for {self.spec.plugin_id}.{tool} are {len(frame)} bytes on the wire; "
                 f"the limit is {self.spec.max_args}"

@@ -8,7 +8,7 @@ import os
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,9 @@ class WorkerPlugin:
     requirements: tuple[str, ...] = ()
     wheels_dir: str | None = None  # bundled wheels: the environment is built offline from them
     python: str = sys.executable
+    settings: dict[str, Any] = field(default_factory=dict)  # for setup() and seed-style config
+    grants: list[str] | None = None  # the host's grants (None: what the manifest requests)
+    env: dict[str, str] = field(default_factory=dict)  # granted environment variables
 
 
 def _event_of(raw: dict[str, Any]) -> Any:
@@ -62,12 +65,16 @@ class WorkerRuntime:
         data_dir: Path | None,
         validator: Callable[[dict[str, Any], str], Callable[[Any], dict[str, Any]]],
         loop: Callable[[], asyncio.AbstractEventLoop],
+        on_error: Callable[[dict[str, Any]], None] = lambda data: None,
+        invoke: Callable[[str, dict[str, Any], str], Awaitable[ToolResult]] | None = None,
     ) -> None:
         self.config = config
         self.supervisor = Supervisor(config)
         self._run_coro = run_coro
         self._validator = validator
         self._loop = loop
+        self._on_error = on_error
+        self._invoke_cb = invoke
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="plughub-workers-")
@@ -106,6 +113,7 @@ class WorkerRuntime:
         env = child_environment(
             os.environ,
             extra={
+                **p.env,
                 "HOME": str(data),
                 "TMPDIR": str(data / "tmp"),
                 "PYTHONUNBUFFERED": "1",
@@ -129,6 +137,11 @@ class WorkerRuntime:
             else None,
             # the frame also carries settings and credentials: allow for them
             max_args=(getattr(lim, "max_argument_bytes", None) or (1 << 20)) + (64 << 10),
+            init_extra={
+                "files": {"read": p.read_paths, "write": p.write_paths},
+                "settings": p.settings,
+                "grants": p.grants,
+            },
         )
 
     async def _worker(self, p: WorkerPlugin, deadline: float | None = None) -> WorkerProcess:
@@ -189,9 +202,22 @@ class WorkerRuntime:
             except WorkerCrashed as e:
                 self.supervisor.crashed(p.plugin_id, worker)
                 return ToolResult.error(str(e), "worker_crashed", retryable=True)
-            except ValueError as e:  # arguments the channel cannot carry
-                return ToolResult.error(str(e), "invalid_arguments")
-            return ToolResult.from_dict(raw)
+            except (ValueError, TypeError) as e:  # arguments the channel cannot carry
+                return ToolResult.error(
+                    f"arguments cannot be sent to the worker: {e}", "invalid_arguments"
+                )
+            result = ToolResult.from_dict(raw)
+            if result.reason == "exception":  # the worker's tool raised: tell the host's hooks
+                self._on_error(
+                    {
+                        "plugin_id": p.plugin_id,
+                        "tool": name,
+                        "call_id": ctx.call_id,
+                        "error": result.text,
+                        "error_type": result.text.split(":", 1)[0],
+                    }
+                )
+            return result
 
         def forward(ctx: Context) -> Callable[[dict[str, Any]], None]:
             def on_event(raw: dict[str, Any]) -> None:
@@ -243,10 +269,15 @@ class WorkerRuntime:
                 result = task.result()
             finally:
                 task.cancel()
-            if result.is_error:
-                raise ToolError(result.text)
+            if result.is_error:  # keep the worker's reason (crash, limit...) for the caller
+                raise ToolError(result.text, reason=result.reason or "tool_error")
 
         return ToolDef(spec, run_stream, "agen", validate, CTX)
+
+    async def _invoke(self, name: str, args: dict[str, Any], caller: str) -> ToolResult:
+        if self._invoke_cb is None:
+            raise ValueError("this host does not route plugin-to-plugin calls")
+        return await self._invoke_cb(name, args, caller)
 
     async def _on_host_loop(self, coro: Coroutine[Any, Any, ToolResult]) -> ToolResult:
         """Run ``coro`` on the host's loop, which owns every worker's pipes and futures.
@@ -278,6 +309,11 @@ class WorkerRuntime:
                 raise ValueError(f"unknown storage operation {op!r}")
             if kind == "http":
                 return await self._http_request(p, msg)
+            if kind == "invoke":  # plugin-to-plugin (AI-Dialer registry): through the host
+                result = await self._invoke(
+                    str(msg.get("plugin")), msg.get("args") or {}, p.plugin_id
+                )
+                return result.to_dict()
             raise ValueError(f"unknown request {kind!r}")
 
         return handle
@@ -299,6 +335,7 @@ class WorkerRuntime:
             params=msg.get("params"),
             headers=msg.get("headers"),
             content=base64.b64decode(body) if body else None,
+            timeout=msg.get("timeout") or 30.0,
         )
         return {
             "status": resp.status_code,

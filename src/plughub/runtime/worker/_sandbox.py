@@ -3,7 +3,8 @@
 Third-party plugins run in worker processes; ``apply`` is the worker's first act after start-up
 and it cannot be undone. It uses only what an ordinary Linux process can ask of the kernel (no
 helper binary, no cgroups), each layer optional, and returns a ``SandboxReport`` saying what was
-actually enforced, so the host can refuse a worker whose confinement is weaker than required.
+actually enforced; the host shows it (``plughub info``) so an operator can see how confined each
+worker really is.
 
 Layers, in the order ``apply`` takes them:
 

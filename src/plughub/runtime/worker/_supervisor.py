@@ -130,8 +130,9 @@ class Supervisor:
         try:
             worker = await self._start(spec_factory(), on_request)
         except BaseException as e:
-            self._record_crash(plugin_id, str(e))
-            fut.set_exception(e)
+            if not isinstance(e, asyncio.CancelledError):  # a caller giving up is no crash
+                self._record_crash(plugin_id, str(e))
+            fut.set_exception(e if isinstance(e, Exception) else WorkerCrashed("start abandoned"))
             fut.exception()  # consumed here; waiters get it through their own await
             raise
         finally:
@@ -162,7 +163,11 @@ class Supervisor:
             max_in_flight=self.config.max_in_flight,
         )
         worker.cancel_grace = self.config.cancel_grace
-        await worker.start(self.config.start_timeout)
+        try:
+            await worker.start(self.config.start_timeout)
+        except BaseException:
+            worker.kill("start failed or was abandoned")  # never leave a half-started process
+            raise
         return worker
 
     def crashed(self, plugin_id: str, worker: WorkerProcess) -> None:
