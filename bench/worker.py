@@ -922,6 +922,7 @@ async def run(plan: Plan, tmp: Path, t_start: float) -> dict[str, Any]:
             if r >= 1 and now + (now - t_round) > cold_deadline:
                 break
         res["startup_ms"] = {k: spread(v) for k, v in starts.items() if v}
+        res["startup_samples"] = len(starts["pass"])
         ratios: dict[str, Any] = {}
         for name, vals in starts.items():
             if name != "pass" and vals:
@@ -1158,7 +1159,7 @@ def print_report(res: dict[str, Any]) -> None:
     print()
 
     s, sr = res["startup_ms"], res["startup_ratios"]
-    n = len(s["pass"]) if "pass" in s else 0
+    n = res["startup_samples"]
     print(
         f"{'start-up (median of ' + str(n) + ', unpinned)':<44} {'ms':>8} {'x pass':>8} "
         f"{'x import sdk':>13}"
