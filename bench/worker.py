@@ -693,19 +693,18 @@ def cpu_breakdown(
         wk.start({"plugin_id": PLUGIN_ID, "path": str(plugins / "echo"), "sandbox": None})
         wdec = FrameDecoder()
         msg = wdec.feed(call_frame)[0]
-        emit = lambda e: None  # noqa: E731
-        b = wk._bound(msg, emit)
+        b = wk._bound(msg)
         result = wk.pipeline.invoke(b, msg["args"], None, None)
         check(result)
 
         def inline() -> None:
             m = wdec.feed(call_frame)[0]
-            wk._send_result(m["id"], wk.pipeline.invoke(wk._bound(m, emit), m["args"], None, None))
+            wk._send_result(m["id"], wk.pipeline.invoke(wk._bound(m), m["args"], None, None))
 
         out["worker: FrameDecoder.feed(call frame)"] = _per_call_us(
             lambda: wdec.feed(call_frame), n
         )
-        out["worker: _bound (per-call Bound)"] = _per_call_us(lambda: wk._bound(msg, emit), n)
+        out["worker: _bound (per-call Bound)"] = _per_call_us(lambda: wk._bound(msg), n)
         out["worker: Pipeline.invoke (validate, watchdog, call, normalize)"] = _per_call_us(
             lambda: wk.pipeline.invoke(b, msg["args"], None, None), n
         )

@@ -525,3 +525,20 @@ def test_seed_style_plugins_can_run_in_workers(tmp_path: Path) -> None:
         assert host.invoke("Caller", "Caller").structured == {"via_host": {"echo": 1}}
         assert ("Echo", "local/caller") in seen  # the nested call went through the host
         assert host.runtime_of("caller") == "worker"
+
+
+def test_async_with_host_adopts_the_running_loop(tmp_path: Path) -> None:
+    import asyncio
+
+    plugins = tmp_path / "plugins"
+    write_plugin(plugins, "adopt", BAD)
+
+    async def main() -> tuple[str, int]:
+        async with PluginHost([plugins], entry_points=False) as host:
+            r = await host.ainvoke("adopt", "echo", {"text": "on my loop"})
+            events = [e async for e in host.astream("adopt", "echo", {"text": "s"})]
+            with pytest.raises(Exception, match="use ainvoke"):
+                host.invoke("adopt", "echo", {"text": "sync on the loop"})
+            return r.text, len(events)
+
+    assert asyncio.run(main()) == ("on my loop", 2)

@@ -17,7 +17,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -425,7 +425,7 @@ class Pipeline:
 
     async def astream(
         self, b: Bound, args: Any, caller: str | None = None, timeout: float | None = None
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """Yield progress, log entries and content chunks as they come, then the ``ToolResult``.
 
         If the consumer stops early (closes the iterator or is cancelled), the tool is cancelled.

@@ -47,6 +47,7 @@ class Watchdog:
         self._wake = threading.Condition(self._lock)
         self._deadlines: dict[int, float] = {}
         self._next_wake = float("inf")
+        self._latest = 0.0
         self._thread: threading.Thread | None = None
 
     def arm(self, deadline: float) -> tuple[int, float | None]:
@@ -56,6 +57,7 @@ class Watchdog:
         if prev is not None and prev < deadline:
             deadline = prev  # a nested call never outlives the call around it
         self._deadlines[tid] = deadline
+        self._latest = max(self._latest, deadline)
         if deadline < self._next_wake:
             with self._lock:
                 if self._thread is None:
@@ -99,6 +101,11 @@ class Watchdog:
                             _set_async_exc(tid, DeadlineExceeded)
                     elif deadline < nearest:
                         nearest = deadline
+                if nearest == float("inf") and self._latest > now:
+                    # Idle: sleep until the latest deadline handed out so far rather than for
+                    # ever, so the next arm (with a later deadline) needs no wake-up. That is
+                    # about one wake per timeout period instead of one per call.
+                    nearest = self._latest
                 self._next_wake = nearest
                 self._wake.wait(None if nearest == float("inf") else nearest - now)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import concurrent.futures
 import itertools
 import logging
@@ -19,10 +20,11 @@ import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
+from ...host._pipeline import Bound, Pipeline
 from ...sdk import Blob, Context, FileAccess, Image, LogEntry, Progress, Text, ToolResult
 from ...sdk._results import ToolError
 from .._watchdog import watchdog
@@ -165,9 +167,12 @@ class Worker:
         self.data_dir: str | None = None
         self.running: dict[int, Any] = {}  # call id -> thread id (sync) or asyncio future
         self.storage = RemoteStorage(self.channel)
-        from ...host._pipeline import Pipeline
-
         self.pipeline = Pipeline(self._run_coro, lambda data: None)
+        self._read_lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        self._readers = 0
+        self._decoder = FrameDecoder()
+        self._pending: collections.deque[dict[str, Any]] = collections.deque()
 
     def _run_coro(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
@@ -271,12 +276,15 @@ class Worker:
 
     # -- calls -------------------------------------------------------------------------------
 
-    def _bound(self, msg: dict[str, Any], emit: Any) -> Any:
-        from ...host._pipeline import Bound
-
+    def _bound(self, msg: dict[str, Any]) -> Any:
         td = self.tools.get(msg["tool"])
         if td is None:
             return None
+        cid = int(msg["id"])
+
+        def emit(event: Progress | LogEntry) -> None:
+            self._event(cid, event)
+
         return Bound(
             self.plugin_id,
             td,
@@ -343,25 +351,18 @@ class Worker:
         self.channel.write(frame)
         return len(frame)
 
-    def call(self, msg: dict[str, Any]) -> None:
+    def call(self, msg: dict[str, Any], b: Any) -> None:
+        """Dispatch a call that does not run on the reading thread (async, streaming, unknown)."""
         cid = int(msg["id"])
         stream = bool(msg.get("stream"))
-
-        def emit(event: Progress | LogEntry) -> None:
-            self._event(cid, event)
-
-        b = self._bound(msg, emit)
         if b is None:
             self._send_result(
                 cid, ToolResult.error(f"no tool {msg['tool']!r} in this worker", "unknown_tool")
             )
             return
         try:
-            if b.kind == "sync":
-                self.pool.submit(self._run_sync, cid, b, msg)
-            else:
-                coro = self._run_async(cid, b, msg, stream)
-                self.running[cid] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+            coro = self._run_async(cid, b, msg, stream)
+            self.running[cid] = asyncio.run_coroutine_threadsafe(coro, self.loop)
         except RuntimeError as e:  # no thread could be started: memory or process limits
             self._send_result(cid, ToolResult.error(f"the worker is out of resources: {e}", "busy"))
 
@@ -392,7 +393,7 @@ class Worker:
                                 f"{self.channel.max_output} bytes",
                                 "output_too_large",
                             )
-                            await events.aclose()  # type: ignore[attr-defined]
+                            await events.aclose()
                             break
                 assert result is not None
                 if stream and not result.is_error:
@@ -414,57 +415,104 @@ class Worker:
 
     # -- main loop ---------------------------------------------------------------------------
 
-    def serve(self) -> int:
-        decoder = FrameDecoder()
-        started = False
-        while True:
+    # -- reading: leader/follower ------------------------------------------------------------
+
+    def _next(self) -> dict[str, Any] | None:
+        """The next message from the host (caller holds ``_read_lock``); None at end of input."""
+        while not self._pending:
             try:
                 data = os.read(self.in_fd, 1 << 16)
             except OSError as e:  # plugin code closed or broke the host's pipe
                 print(
                     f"plughub worker: the protocol pipe from the host failed: {e}", file=sys.stderr
                 )
-                return 4
+                self._exit(4)
             if not data:
-                return 0  # the host closed the pipe: leave quietly
+                return None  # the host closed the pipe: leave quietly
             try:
-                messages = decoder.feed(data)
+                self._pending.extend(self._decoder.feed(data))
             except ProtocolError as e:
                 print(f"plughub worker: protocol error from host: {e}", file=sys.stderr)
-                return 3
-            for msg in messages:
-                kind = msg["t"]
-                if kind == "call":
-                    self.call(msg)
-                elif kind == "reply":
-                    self.channel.deliver(msg)
-                elif kind == "cancel":
-                    self.cancel(int(msg.get("id", 0)))
-                elif kind == "ping":
-                    self.channel.send({"t": "pong", "id": msg.get("id")})
-                elif kind == "init" and not started:
-                    started = True
+                self._exit(3)
+        return self._pending.popleft()
+
+    def _exit(self, code: int) -> NoReturn:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # skip interpreter teardown: plugin threads must not keep us alive
+
+    def serve(self) -> int:
+        """Handle ``init`` single-threaded (the sandbox needs that), then serve calls."""
+        msg = self._next()
+        if msg is None or msg["t"] != "init":
+            return 0 if msg is None else 3
+        try:
+            # Single-threaded until here: the sandbox confines only the calling thread (and
+            # threads it starts later), so every other thread starts afterwards.
+            self.start(msg)
+        except BaseException as e:  # report, then exit
+            self.channel.send(
+                {
+                    "t": "fatal",
+                    "error": f"{type(e).__name__}: {e}",
+                    "traceback": traceback.format_exc(limit=20),
+                }
+            )
+            return 1
+        threading.Thread(
+            target=self.loop.run_forever, name="plughub-worker-loop", daemon=True
+        ).start()
+        self.pool.submit(self.finish_start)  # setup may need replies that a reader must read
+        self._readers = 1
+        self._reader_loop()
+        return 0
+
+    def _reader_loop(self) -> None:
+        """Read and dispatch; a sync call runs right here, in the thread that read it.
+
+        Before running it, the thread makes sure another one takes over reading (starting one if
+        none is free), so replies, cancels and other calls keep flowing. This saves the hand-off
+        to a pool thread (a cross-thread wake-up) on every sync call.
+        """
+        while True:
+            with self._read_lock:
+                msg = self._next()
+            if msg is None:
+                self._exit(0)
+            kind = msg["t"]
+            if kind == "call":
+                b = self._bound(msg)
+                if b is not None and b.kind == "sync":
+                    self._handoff()
                     try:
-                        # Single-threaded until here: the sandbox confines only the calling
-                        # thread (and threads it starts later), so threads start afterwards.
-                        self.start(msg)
-                        threading.Thread(
-                            target=self.loop.run_forever, name="plughub-worker-loop", daemon=True
-                        ).start()
-                        # setup may use ctx.storage/http, whose replies this thread must read.
-                        self.pool.submit(self.finish_start)
-                    except BaseException as e:  # report, then exit
-                        self.channel.send(
-                            {
-                                "t": "fatal",
-                                "error": f"{type(e).__name__}: {e}",
-                                "traceback": traceback.format_exc(limit=20),
-                            }
-                        )
-                        return 1
-                elif kind == "shutdown":
-                    self.teardown()
-                    return 0
+                        self._run_sync(int(msg["id"]), b, msg)
+                    finally:
+                        with self._count_lock:
+                            self._readers += 1
+                else:
+                    self.call(msg, b)
+            elif kind == "reply":
+                self.channel.deliver(msg)
+            elif kind == "cancel":
+                self.cancel(int(msg.get("id", 0)))
+            elif kind == "ping":
+                self.channel.send({"t": "pong", "id": msg.get("id")})
+            elif kind == "shutdown":
+                self.teardown()
+                self._exit(0)
+
+    def _handoff(self) -> None:
+        with self._count_lock:
+            self._readers -= 1
+            spare = self._readers > 0
+            if not spare:
+                self._readers += 1  # counted for the thread about to start
+        if not spare:
+            try:
+                threading.Thread(target=self._reader_loop, daemon=True).start()
+            except RuntimeError:  # out of threads: calls queue until one finishes
+                with self._count_lock:
+                    self._readers -= 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -477,7 +525,5 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.set_inheritable(in_fd, False)
     os.set_inheritable(out_fd, False)
-    code = Worker(in_fd, out_fd).serve()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # skip interpreter teardown: plugin threads must not keep us alive
+    worker = Worker(in_fd, out_fd)
+    worker._exit(worker.serve())
