@@ -32,6 +32,8 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/invoke_inprocess.py
 	$(BIN)/python bench/discovery.py
+	$(BIN)/python bench/worker.py
+	$(BIN)/python bench/env_install.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
