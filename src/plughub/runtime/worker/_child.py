@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +33,8 @@ from ._protocol import FrameDecoder, ProtocolError, encode
 
 __all__ = ["main"]
 
+#: Sync calls averaging less than this (seconds) run without handing reading to another thread.
+QUICK_CALL = 0.001
 #: Blob contents larger than this stream as several ``blob_chunk`` events.
 BLOB_CHUNK = 1 << 20
 
@@ -173,6 +176,7 @@ class Worker:
         self._readers = 0
         self._decoder = FrameDecoder()
         self._pending: collections.deque[dict[str, Any]] = collections.deque()
+        self._cost: dict[str, float] = {}  # tool name -> average seconds per sync call
 
     def _run_coro(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
@@ -368,12 +372,16 @@ class Worker:
 
     def _run_sync(self, cid: int, b: Any, msg: dict[str, Any]) -> None:
         self.running[cid] = threading.get_ident()
+        started = time.perf_counter()
         try:
             result = self.pipeline.invoke(b, msg.get("args") or {}, None, None)
         except BaseException as e:  # nothing may kill the serving thread
             result = ToolResult.error(f"{type(e).__name__}: {e}", "exception")
         finally:
             self.running.pop(cid, None)
+            spent = time.perf_counter() - started
+            last = self._cost.get(b.name)  # a moving average decides who may run inline
+            self._cost[b.name] = spent if last is None else 0.8 * last + 0.2 * spent
         self._send_result(cid, result)
 
     async def _run_async(self, cid: int, b: Any, msg: dict[str, Any], stream: bool) -> None:
@@ -470,36 +478,49 @@ class Worker:
     def _reader_loop(self) -> None:
         """Read and dispatch; a sync call runs right here, in the thread that read it.
 
-        Before running it, the thread makes sure another one takes over reading (starting one if
-        none is free), so replies, cancels and other calls keep flowing. This saves the hand-off
-        to a pool thread (a cross-thread wake-up) on every sync call.
+        A call that has always been quick (under ``QUICK_CALL`` seconds on average) and takes no
+        ``Context`` runs while this thread keeps the reading role: nobody else is woken, which
+        is what makes a trivial call cheap. Any other sync call first hands reading over to
+        another thread (starting one if none is free), so replies, cancels and other calls keep
+        flowing while it runs; ``Context`` calls need that, since their storage and http
+        replies must be read by someone else.
         """
         while True:
+            slow: tuple[dict[str, Any], Any] | None = None
             with self._read_lock:
-                msg = self._next()
-            if msg is None:
-                self._exit(0)
-            kind = msg["t"]
-            if kind == "call":
-                b = self._bound(msg)
-                if b is not None and b.kind == "sync":
-                    self._handoff()
-                    try:
+                while slow is None:
+                    msg = self._next()
+                    if msg is None:
+                        self._exit(0)
+                    if msg["t"] != "call":
+                        self._control(msg)
+                        continue
+                    b = self._bound(msg)
+                    if b is None or b.kind != "sync":
+                        self.call(msg, b)
+                    elif b.ctx_factory is None and self._cost.get(b.name, 1.0) < QUICK_CALL:
                         self._run_sync(int(msg["id"]), b, msg)
-                    finally:
-                        with self._count_lock:
-                            self._readers += 1
-                else:
-                    self.call(msg, b)
-            elif kind == "reply":
-                self.channel.deliver(msg)
-            elif kind == "cancel":
-                self.cancel(int(msg.get("id", 0)))
-            elif kind == "ping":
-                self.channel.send({"t": "pong", "id": msg.get("id")})
-            elif kind == "shutdown":
-                self.teardown()
-                self._exit(0)
+                    else:
+                        slow = (msg, b)
+            msg, b = slow  # the read lock is free now: a follower takes over reading
+            self._handoff()
+            try:
+                self._run_sync(int(msg["id"]), b, msg)
+            finally:
+                with self._count_lock:
+                    self._readers += 1
+
+    def _control(self, msg: dict[str, Any]) -> None:
+        kind = msg["t"]
+        if kind == "reply":
+            self.channel.deliver(msg)
+        elif kind == "cancel":
+            self.cancel(int(msg.get("id", 0)))
+        elif kind == "ping":
+            self.channel.send({"t": "pong", "id": msg.get("id")})
+        elif kind == "shutdown":
+            self.teardown()
+            self._exit(0)
 
     def _handoff(self) -> None:
         with self._count_lock:
