@@ -267,7 +267,7 @@ class Pipeline:
             )
         except Exception:
             log.exception("an error_occurred hook failed")
-        return _error(f"{type(exc).__name__}: {exc}", "exception")
+        return _error(f"{type(exc).__name__}: {exc}", "exception", error_type=type(exc).__name__)
 
     @staticmethod
     def _timed_out(c: _Call) -> ToolResult:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
 import sys
 import tempfile
@@ -21,6 +22,8 @@ from ._process import LaunchSpec, WorkerCrashed, WorkerProcess
 from ._supervisor import CircuitOpen, Supervisor, WorkerConfig
 
 __all__ = ["WorkerPlugin", "WorkerRuntime"]
+
+log = logging.getLogger("plughub.worker")
 
 CTX = "_plughub_ctx"
 
@@ -214,15 +217,17 @@ class WorkerRuntime:
                 )
             result = ToolResult.from_dict(raw)
             if result.reason == "exception":  # the worker's tool raised: tell the host's hooks
-                self._on_error(
-                    {
-                        "plugin_id": p.plugin_id,
-                        "tool": name,
-                        "call_id": ctx.call_id,
-                        "error": result.text,
-                        "error_type": result.text.split(":", 1)[0],
-                    }
-                )
+                error_type = str(result.meta.get("error_type") or "Exception")
+                data = {
+                    "plugin_id": p.plugin_id,
+                    "tool": name,
+                    "call_id": ctx.call_id,
+                    "error": result.text.removeprefix(f"{error_type}: "),
+                    "error_type": error_type,
+                }
+                # Off this loop: hook implementations may block or be async (run via the loop).
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(None, self._safe_on_error, data)
             return result
 
         def forward(ctx: Context) -> Callable[[dict[str, Any]], None]:
@@ -279,6 +284,12 @@ class WorkerRuntime:
                 raise ToolError(result.text, reason=result.reason or "tool_error")
 
         return ToolDef(spec, run_stream, "agen", validate, CTX)
+
+    def _safe_on_error(self, data: dict[str, Any]) -> None:
+        try:
+            self._on_error(data)
+        except Exception:
+            log.exception("an error_occurred hook failed")
 
     async def _invoke(self, name: str, args: dict[str, Any], caller: str) -> ToolResult:
         if self._invoke_cb is None:

@@ -209,6 +209,15 @@ class Supervisor:
             self.zygote.close()
             self.zygote = None
 
+    def kill_all(self, reason: str) -> None:
+        """Kill every worker now (no teardown): for a host closed where it cannot wait."""
+        for w in list(self.workers.values()):
+            w.kill(reason)
+        self.workers.clear()
+        if self.zygote is not None:
+            self.zygote.close()
+            self.zygote = None
+
     def _ensure_reaper(self) -> None:
         if self._reaper is None or self._reaper.done():
             self._reaper = asyncio.ensure_future(self._reap())
