@@ -177,6 +177,7 @@ class Worker:
         self._decoder = FrameDecoder()
         self._pending: collections.deque[dict[str, Any]] = collections.deque()
         self._cost: dict[str, float] = {}  # tool name -> average seconds per sync call
+        self._plain: dict[str, Bound] = {}  # cached Bound of tools without a Context
 
     def _run_coro(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
@@ -267,7 +268,7 @@ class Worker:
     def _context(self, msg: dict[str, Any], deadline: float | None, emit: Any) -> Context:
         ctx = Context(
             self.plugin_id,
-            settings=msg.get("settings") or {},
+            settings=msg.get("settings") or self.init.get("settings") or {},
             credentials=msg.get("credentials") or {},
             storage=self.storage,
             emit=emit,
@@ -284,6 +285,13 @@ class Worker:
         td = self.tools.get(msg["tool"])
         if td is None:
             return None
+        if td.ctx_param is None:  # nothing per call in it: build once (the call's deadline
+            b = self._plain.get(td.spec.name)  # travels as the timeout argument instead)
+            if b is None:
+                b = self._plain[td.spec.name] = Bound(
+                    self.plugin_id, td, timeout=3600.0, ctx_factory=None
+                )
+            return b
         cid = int(msg["id"])
 
         def emit(event: Progress | LogEntry) -> None:
@@ -295,6 +303,10 @@ class Worker:
             timeout=float(msg.get("timeout") or 30.0),
             ctx_factory=lambda _cid, deadline, em: self._context(msg, deadline, em or emit),
         )
+
+    @staticmethod
+    def _timeout(msg: dict[str, Any]) -> float:
+        return float(msg.get("timeout") or 30.0)
 
     def _send_result(self, cid: int, result: ToolResult) -> None:
         """Send a result, or an error when it is too large or cannot be encoded as JSON."""
@@ -374,7 +386,7 @@ class Worker:
         self.running[cid] = threading.get_ident()
         started = time.perf_counter()
         try:
-            result = self.pipeline.invoke(b, msg.get("args") or {}, None, None)
+            result = self.pipeline.invoke(b, msg.get("args") or {}, None, self._timeout(msg))
         except BaseException as e:  # nothing may kill the serving thread
             result = ToolResult.error(f"{type(e).__name__}: {e}", "exception")
         finally:
@@ -389,7 +401,7 @@ class Worker:
             if stream or b.kind in ("gen", "agen"):
                 result: ToolResult | None = None
                 sent = 0
-                events = self.pipeline.astream(b, msg.get("args") or {}, None, None)
+                events = self.pipeline.astream(b, msg.get("args") or {}, None, self._timeout(msg))
                 async for event in events:
                     if isinstance(event, ToolResult):
                         result = event
@@ -407,7 +419,9 @@ class Worker:
                 if stream and not result.is_error:
                     result.content = []  # already streamed as events
             else:
-                result = await self.pipeline.ainvoke(b, msg.get("args") or {}, None, None)
+                result = await self.pipeline.ainvoke(
+                    b, msg.get("args") or {}, None, self._timeout(msg)
+                )
         except asyncio.CancelledError:
             result = ToolResult.error("cancelled by the host", "cancelled")
         finally:

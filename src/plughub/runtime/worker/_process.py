@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -428,8 +428,8 @@ class WorkerProcess:
         args: dict[str, Any],
         *,
         timeout: float,
-        settings: dict[str, Any],
-        credentials: dict[str, Any],
+        settings: Mapping[str, Any],
+        credentials: Mapping[str, Any],
         stream: bool = False,
         on_event: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:

@@ -203,8 +203,8 @@ class WorkerRuntime:
                     name,
                     kwargs,
                     timeout=timeout if timeout is not None else 30.0,
-                    settings=dict(ctx.settings),
-                    credentials=dict(ctx.credentials),
+                    settings={},  # the worker has them since init (the host's are fixed)
+                    credentials=ctx.credentials,
                     stream=stream,
                     on_event=on_event,
                 )
