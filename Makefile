@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/discovery.py
 	$(BIN)/python bench/worker.py
 	$(BIN)/python bench/env_install.py
+	$(BIN)/python bench/install.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -10,9 +10,14 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
-def _no_ambient_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+def _no_ambient_plugins(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     for var in ("PLUGHUB_PLUGINS_PATH", "PLUGHUB_LOAD_PLUGINS", "PLUGHUB_DENY_PLUGINS"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.delenv("PLUGHUB_INDEX", raising=False)
+    # The CLI serves the plugins installed in the plughub home: never the developer's own.
+    monkeypatch.setenv("PLUGHUB_HOME", str(tmp_path_factory.mktemp("plughub-home")))
 
 
 @pytest.fixture

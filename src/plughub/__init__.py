@@ -8,6 +8,7 @@ import logging as _logging
 from .errors import (
     DependencyError,
     EnvBuildError,
+    InstallError,
     ManifestError,
     PlughubError,
     PluginDisabled,
@@ -29,6 +30,7 @@ __all__ = [
     "Context",
     "DependencyError",
     "EnvBuildError",
+    "InstallError",
     "ManifestError",
     "PlughubError",
     "Plugin",

@@ -14,6 +14,8 @@ Exception tree::
     │   └── PluginDisabled          it exists but is denied, disabled or failed to load
     │       └── DependencyError     ... because a dependency is missing, mismatched or cyclic
     ├── EnvBuildError               a plugin's Python environment could not be built (phase, log)
+    ├── InstallError                an install failed in one phase (phase, log); nothing changed
+    ├── PackageError                a .plughub package was refused: unsafe, corrupt, untrusted
     ├── ToolNotFound                the plugin has no tool by that name
     └── UsageError                  the caller passed something the host cannot accept
 
@@ -28,7 +30,9 @@ from typing import Any
 __all__ = [
     "DependencyError",
     "EnvBuildError",
+    "InstallError",
     "ManifestError",
+    "PackageError",
     "PlughubError",
     "PluginDisabled",
     "PluginError",
@@ -109,6 +113,68 @@ class EnvBuildError(PlughubError):
     def __reduce__(self) -> tuple[Any, ...]:
         # Keeps the error picklable across processes despite the multi-argument __init__.
         return (type(self), (self.plugin_id, self.phase, self.message, self.log_tail))
+
+
+class PackageError(PlughubError):
+    """A ``.plughub`` package was refused; ``reason`` says why in one machine-readable word.
+
+    Reasons: ``not_a_zip``, ``bad_path``, ``symlink``, ``special_file``, ``unsupported_entry``
+    (encrypted, or compressed other than stored/deflate), ``duplicate_entry`` (also names that
+    differ only in case or Unicode normalisation), ``too_many_files``, ``too_large``,
+    ``zip_bomb``, ``corrupt`` (CRC, truncated stream, headers that disagree),
+    ``missing_metadata``, ``bad_metadata``, ``bad_manifest``, ``id_mismatch``,
+    ``checksum_mismatch``, ``unsigned``, ``untrusted_key``, ``bad_signature`` and
+    ``bad_destination`` (extraction target exists and is not an empty folder); when building,
+    also ``private_key`` (a PEM private key in the plugin folder). ``path`` is the package (the
+    plugin folder when building, the target for ``bad_destination``) and ``message`` the
+    human explanation.
+    """
+
+    def __init__(self, path: str, reason: str, message: str) -> None:
+        self.path = path
+        self.reason = reason
+        self.message = message
+        super().__init__(f"{path}: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Picklable (install tasks may run in another process) despite the 3-argument __init__.
+        return (type(self), (self.path, self.reason, self.message))
+
+
+class InstallError(PlughubError):
+    """An install or upgrade of a plugin package failed; nothing of it was activated.
+
+    ``phase`` is the pipeline phase that failed: ``verify`` (signature, checksum, trust,
+    permissions not granted, wrong version), ``unpack``, ``resolve`` (plugin dependencies,
+    Python or plughub version), ``environment`` (uv could not build the plugin's environment),
+    ``import-check`` (the plugin did not load in a worker, or its examples failed) or
+    ``activate``. ``log_tail`` is the end of the failing tool's output (uv, the worker's log).
+    ``missing_permissions`` lists requested permissions that were not granted, if that is why.
+    """
+
+    def __init__(
+        self,
+        plugin_id: str,
+        phase: str,
+        message: str,
+        log_tail: str = "",
+        missing_permissions: tuple[str, ...] = (),
+    ) -> None:
+        self.plugin_id = plugin_id
+        self.phase = phase
+        self.message = message
+        self.log_tail = log_tail
+        self.missing_permissions = tuple(missing_permissions)
+        text = f"cannot install {plugin_id} ({phase}): {message}"
+        if log_tail:
+            text += f"\n--- log (last lines) ---\n{log_tail}"
+        super().__init__(text)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            type(self),
+            (self.plugin_id, self.phase, self.message, self.log_tail, self.missing_permissions),
+        )
 
 
 class ToolNotFound(PlughubError):

@@ -140,7 +140,10 @@ def sh(plugins_dir: Path, tmp_path: Path) -> Sh:
     """Run the installed ``plughub`` console script; returns the completed process (bytes)."""
     if not SCRIPT.exists():
         pytest.skip(f"console script not installed at {SCRIPT}")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PLUGHUB_")}
+    # PLUGHUB_HOME stays: it points at the test's own (empty) home, never the developer's.
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("PLUGHUB_") or k == "PLUGHUB_HOME"
+    }
 
     def run(
         *args: str,

@@ -12,6 +12,19 @@ from ._catalog import info_command, list_command, tools_command
 from ._check import check_command
 from ._common import State, quiet_logs, write_line
 from ._invoke import invoke_command
+from ._lifecycle import (
+    cleanup_command,
+    disable_command,
+    enable_command,
+    install_command,
+    pin_command,
+    rollback_command,
+    search_command,
+    uninstall_command,
+    unpin_command,
+    upgrade_command,
+)
+from ._packaging import keys_app, package_command, verify_command
 from ._scaffold import new_command
 
 __all__ = ["app", "main"]
@@ -100,6 +113,19 @@ app.command("invoke")(invoke_command)
 app.command("new")(new_command)
 app.command("test")(check_command)
 app.command("version")(version_command)
+app.command("package")(package_command)
+app.command("verify")(verify_command)
+app.add_typer(keys_app, name="keys")
+app.command("install")(install_command)
+app.command("upgrade")(upgrade_command)
+app.command("uninstall")(uninstall_command)
+app.command("rollback")(rollback_command)
+app.command("enable")(enable_command)
+app.command("disable")(disable_command)
+app.command("pin")(pin_command)
+app.command("unpin")(unpin_command)
+app.command("cleanup")(cleanup_command)
+app.command("search")(search_command)
 
 
 def main() -> None:

@@ -23,7 +23,13 @@ from ._common import (
 
 __all__ = ["info_command", "list_command", "tools_command"]
 
-_STATUS_STYLE = {"loaded": "green", "available": "cyan", "failed": "red", "denied": "yellow"}
+_STATUS_STYLE = {
+    "loaded": "green",
+    "available": "cyan",
+    "failed": "red",
+    "denied": "yellow",
+    "disabled": "yellow",
+}
 
 
 def _short(text: str | None, limit: int = 80) -> str:
@@ -43,10 +49,11 @@ def list_command(
         bool, typer.Option("--load", help="Import every plugin to list its tools and load errors.")
     ] = False,
 ) -> None:
-    """List discovered plugins.
+    """List discovered and installed plugins.
 
     By default no plugin code is imported (fast and safe: only manifests are read), so tools
     are shown as "-"; pass --load to import them all and see their tools and load errors.
+    Installed plugins (plughub install) also show where they came from and what was granted.
     """
     host = state_of(ctx).host
     infos = host.load_all() if load else host.plugins()
@@ -54,7 +61,9 @@ def list_command(
         write_json([i.to_dict() for i in infos])
         return
     if not infos:
-        err_console().print("no plugins found (use --plugins-dir or PLUGHUB_PLUGINS_PATH)")
+        err_console().print(
+            "no plugins found (use --plugins-dir or PLUGHUB_PLUGINS_PATH, or plughub install)"
+        )
         return
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("id", no_wrap=True)
@@ -75,6 +84,39 @@ def list_command(
             _short(i.error),
         )
     out_console().print(table)
+    _print_installed(state_of(ctx).host, infos)
+
+
+def _print_installed(host: PluginHost, infos: list[PluginInfo]) -> None:
+    """A second table for installed plugins: where each came from and what it was granted."""
+    if host.home is None:
+        return
+    from ..host._installed import read_installed
+
+    installed = {p.id: p for p in read_installed(host.home)}
+    rows = [i for i in infos if i.source.startswith("installed:") and i.id in installed]
+    if not rows:
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold", title_justify="left")
+    table.add_column("installed", no_wrap=True)
+    table.add_column("version", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("pinned", no_wrap=True)
+    table.add_column("source", overflow="fold")
+    table.add_column("granted", overflow="fold")
+    for i in rows:
+        inst = installed[i.id]
+        table.add_row(
+            i.id,
+            i.version,
+            Text(i.status, style=_STATUS_STYLE.get(i.status, "")),
+            "yes" if inst.pinned else "",
+            inst.source,
+            ", ".join(i.granted or []) or "none",
+        )
+    console = out_console()
+    console.print()
+    console.print(table)
 
 
 def _specs(host: PluginHost, info: PluginInfo) -> list[dict[str, Any]]:
@@ -127,6 +169,8 @@ def _render_info(info: PluginInfo, specs: list[dict[str, Any]]) -> None:
             )
     meta.add_row("source", info.source)
     meta.add_row("permissions", ", ".join(info.permissions) or "none")
+    if info.granted is not None:
+        meta.add_row("granted", ", ".join(info.granted) or "none")
     if info.aliases:
         meta.add_row("aliases", ", ".join(info.aliases))
     if info.error:

@@ -112,17 +112,23 @@ class State:
     allow: list[str] | None = None
     deny: list[str] = field(default_factory=list)
     data_dir: Path | None = None
+    home: Path | None = None
+    """The plughub home whose installed plugins are served (default: ``PLUGHUB_HOME`` or the
+    platform's user data dir); it is also the data dir unless ``--data-dir`` says otherwise."""
     _host: PluginHost | None = None
 
     @property
     def host(self) -> PluginHost:
         if self._host is None:
+            from ..host._installed import default_home
+
             self._host = PluginHost(
                 self.plugins_dirs,
                 entry_points=self.entry_points,
                 allow=self.allow,
                 deny=self.deny,
                 data_dir=self.data_dir,
+                home=self.home if self.home is not None else default_home(),
             )
         return self._host
 

@@ -48,6 +48,7 @@ class Candidate:
     aliases: list[str] = field(default_factory=list)
     error: str | None = None
     fallback_id: str = ""
+    runtime: str | None = None  # where it must run, whatever the manifest says (installed plugins)
 
     @property
     def id(self) -> str:

@@ -38,6 +38,7 @@ from ._discovery import (
     discover_object,
 )
 from ._formats import CatalogEntry, export, llm_name
+from ._installed import read_installed
 from ._limits import TokenBucket, TTLCache
 from ._pipeline import Bound, Pipeline
 from ._storage import SQLiteStorage
@@ -48,6 +49,7 @@ log = logging.getLogger("plughub.host")
 
 # Status of a plugin record.
 AVAILABLE, LOADED, FAILED, DENIED = "available", "loaded", "failed", "denied"
+DISABLED = "disabled"  # an installed plugin the operator disabled
 
 
 @dataclass(slots=True, frozen=True)
@@ -67,6 +69,8 @@ class PluginInfo:
     aliases: list[str]
     runtime: str = "inprocess"
     worker: dict[str, Any] | None = None
+    granted: list[str] | None = None
+    """Permission tokens granted to it; ``None``: everything it requests (trusted local use)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}
@@ -82,6 +86,7 @@ class _Record:
     storage: Storage | None = None
     dependency_problem: bool = False
     values: dict[str, dict[str, Any]] = field(default_factory=dict)  # settings/credentials
+    ctx_parts: tuple[Any, ...] | None = None  # the per-plugin parts of every call's Context
 
     @property
     def id(self) -> str:
@@ -160,6 +165,11 @@ class PluginHost:
             budget, restart policy, sandbox on/off).
         default_runtime: where plugins without a manifest (seed styles, single files) run:
             ``"inprocess"`` or ``"worker"``. A ``plugin.yaml``'s ``runtime`` always wins.
+        home: a plughub home (``plughub.packages.home()``): also serve the plugins installed
+            there (``plughub install``), each at its active version, with its stored grants,
+            in a worker unless its manifest sets ``runtime`` explicitly; disabled ones are
+            listed with status ``disabled``. ``data_dir`` defaults to ``home``, so installed
+            plugins reuse the environments built at install time.
     """
 
     def __init__(
@@ -179,6 +189,7 @@ class PluginHost:
         hooks: Sequence[Any] = (),
         workers: WorkerConfig | None = None,
         default_runtime: str = "inprocess",
+        home: str | os.PathLike[str] | None = None,
     ) -> None:
         self._lock = threading.RLock()
         self._allow = list(allow) if allow is not None else _split_env("PLUGHUB_LOAD_PLUGINS")
@@ -186,7 +197,14 @@ class PluginHost:
         self._settings = dict(settings or {})
         self._credentials = dict(credentials or {})
         self._grants = None if grants is None else {k: list(v) for k, v in grants.items()}
-        self._data_dir = Path(data_dir) if data_dir is not None else None
+        self._installed_grants: dict[str, list[str]] = {}
+        self._disabled: set[str] = set()
+        self.home = Path(home) if home is not None else None
+        """The plughub home whose installed plugins this host serves, if any."""
+        if data_dir is None and home is not None:
+            data_dir = home
+        # Absolute: workers get paths under it as grants, and Landlock needs real paths.
+        self._data_dir = Path(data_dir).resolve() if data_dir is not None else None
         self.default_timeout = default_timeout
         if default_runtime not in ("inprocess", "worker"):
             raise UsageError(
@@ -215,6 +233,8 @@ class PluginHost:
             if not d.exists():
                 raise UsageError(f"plugins folder {str(d)!r} does not exist")
             candidates.extend(discover_dir(d))
+        if home is not None:
+            candidates.extend(self._discover_installed(Path(home)))
         if entry_points:
             candidates.extend(discover_entry_points())
         candidates.extend(discover_object(obj) for obj in plugins)
@@ -234,6 +254,24 @@ class PluginHost:
 
     # -- records ---------------------------------------------------------------------------
 
+    def _discover_installed(self, home: Path) -> list[Candidate]:
+        """Installed plugins at their active version (read-only: the symlink is resolved once)."""
+        out: list[Candidate] = []
+        for inst in read_installed(home):
+            found = discover_dir(inst.path)
+            if len(found) != 1 or found[0].id != inst.id:
+                log.warning("installed plugin %s: no matching manifest in %s", inst.id, inst.path)
+                continue
+            c = found[0]
+            c.source = f"installed:{inst.version}"
+            explicit = c.manifest is not None and "runtime" in c.manifest.model_fields_set
+            c.runtime = inst.runtime or (None if explicit else "worker")
+            self._installed_grants[c.id] = list(inst.granted)
+            if not inst.enabled:
+                self._disabled.add(c.id)
+            out.append(c)
+        return out
+
     def _add(self, c: Candidate) -> None:
         if c.id in self._records:
             other = self._records[c.id].candidate.source
@@ -244,6 +282,8 @@ class PluginHost:
         incompatible = _incompatibility(c.manifest)
         if c.error is not None or incompatible is not None:
             rec = _Record(c, FAILED, c.error or incompatible)
+        elif c.id in self._disabled and c.source.startswith("installed:"):
+            rec = _Record(c, DISABLED, "disabled by the operator (plughub enable turns it on)")
         elif _matches(c.id, self._deny) or (
             self._allow is not None and not _matches(c.id, self._allow)
         ):
@@ -316,7 +356,7 @@ class PluginHost:
                 if rec.status == AVAILABLE and rec.manifest is not None:
                     for dep_id in rec.manifest.dependencies:
                         dep = self._records.get(dep_id)
-                        if dep is not None and dep.status in (FAILED, DENIED):
+                        if dep is not None and dep.status in (FAILED, DENIED, DISABLED):
                             self._fail(
                                 rec, f"depends on {dep_id}, which is {dep.status}", dependency=True
                             )
@@ -350,6 +390,8 @@ class PluginHost:
             try:
                 code = self._load_code(rec)
                 rec.bound = self._bind(rec, code)
+            except UsageError:
+                raise  # the caller's mistake (e.g. sync use on the host's loop), not the plugin's
             except (Exception, SystemExit) as e:  # plugin code may even call sys.exit()
                 self._fail(rec, f"failed to load: {type(e).__name__}: {e}")
                 raise PluginDisabled(rec.id, rec.error or "failed") from e
@@ -382,6 +424,8 @@ class PluginHost:
     def _runtime_of(self, rec: _Record) -> str:
         """``inprocess`` or ``worker`` (or a manifest's ``mcp``/``dify``, served by later
         runtimes)."""
+        if rec.candidate.runtime is not None:
+            return rec.candidate.runtime
         style = rec.candidate.style
         if style in ("native", "entrypoint") and rec.manifest is not None:
             return rec.manifest.runtime
@@ -410,13 +454,12 @@ class PluginHost:
         assert path is not None
         m = rec.manifest
         requested = list(m.permissions.network) if m is not None else []
-        if self._grants is not None:
-            granted = self._grants_for(rec)
+        granted = self._granted(rec)
+        if granted is not None:
             requested = [h for h in requested if "*" in granted or f"network:{h}" in granted]
         fs = m.permissions.filesystem if m is not None else None
         env_names = list(m.permissions.env) if m is not None else []
-        if self._grants is not None:
-            granted = self._grants_for(rec)
+        if granted is not None:
             env_names = [n for n in env_names if "*" in granted or f"env:{n}" in granted]
 
         def paths(items: Sequence[str]) -> list[str]:
@@ -432,7 +475,7 @@ class PluginHost:
             read_paths=paths(fs.read) if fs else [],
             write_paths=paths(fs.write) if fs else [],
             settings=self._values_for(rec, self._settings, "settings"),
-            grants=None if self._grants is None else self._grants_for(rec),
+            grants=granted,
             env={n: os.environ[n] for n in env_names if n in os.environ},
             limits=m.limits if m is not None else None,
             storage=lambda: self._storage_of(rec),
@@ -455,7 +498,7 @@ class PluginHost:
             from ..compat import autogpt
 
             overrides = self._settings.get(rec.id, self._settings.get(rec.name))
-            grants = None if self._grants is None else self._grants_for(rec)
+            grants = self._granted(rec)
             with autogpt.override_settings(overrides), autogpt.override_grants(grants):
                 return rec.candidate.load()
         if style == "dialer":
@@ -503,8 +546,8 @@ class PluginHost:
         cacheable = td.cacheable if td.cacheable is not None else bool(limits and limits.cacheable)
         denied = None
         requested = permission_tokens(m)
-        if self._grants is not None:
-            granted = self._grants_for(rec)
+        granted = self._granted(rec)
+        if granted is not None:
             missing = [t for t in requested if t not in granted and "*" not in granted]
             if missing:
                 denied = f"plugin {rec.id} lacks granted permissions: {', '.join(missing)}"
@@ -532,9 +575,20 @@ class PluginHost:
             max_arg_bytes=limits.max_argument_bytes if limits is not None else 1 << 20,
         )
 
-    def _grants_for(self, rec: _Record) -> list[str]:
-        assert self._grants is not None
-        return self._grants.get(rec.id, self._grants.get(rec.name, []))
+    def _granted(self, rec: _Record) -> list[str] | None:
+        """The permission tokens granted to a plugin; None grants whatever it requests.
+
+        A ``grants`` entry for the plugin wins; an installed plugin otherwise gets what the
+        operator granted at install time; any other plugin gets nothing when ``grants`` is given.
+        """
+        if self._grants is not None:
+            explicit = self._grants.get(rec.id, self._grants.get(rec.name))
+            if explicit is not None:
+                return explicit
+        installed = self._installed_grants.get(rec.id)
+        if installed is not None and rec.candidate.source.startswith("installed:"):
+            return installed
+        return None if self._grants is None else []
 
     def _version(self, rec: _Record) -> str:
         if rec.code is not None and rec.code.version:
@@ -579,18 +633,28 @@ class PluginHost:
     def _make_context(
         self, rec: _Record, call_id: str, deadline: float | None, emit: Any
     ) -> Context:
-        fs = rec.manifest.permissions.filesystem if rec.manifest else None
-        data = self._data_dir / "plugins" / rec.name if self._data_dir is not None else None
+        parts = rec.ctx_parts
+        if parts is None:  # what every call's Context shares, built once per plugin
+            fs = rec.manifest.permissions.filesystem if rec.manifest else None
+            data = self._data_dir / "plugins" / rec.name if self._data_dir is not None else None
+            parts = rec.ctx_parts = (
+                self._cached_values(rec, self._settings, "settings"),
+                self._credentials_for(rec),
+                self._storage_of(rec),
+                list(rec.manifest.permissions.network) if rec.manifest else [],
+                FileAccess(list(fs.read), list(fs.write), data) if fs else None,
+            )
+        settings, credentials, storage, network, files = parts
         return Context(
             rec.id,
-            settings=self._cached_values(rec, self._settings, "settings"),
-            credentials=self._credentials_for(rec),
-            storage=self._storage_of(rec),
+            settings=settings,
+            credentials=credentials,
+            storage=storage,
             emit=emit,
             call_id=call_id,
             deadline=deadline,
-            network=list(rec.manifest.permissions.network) if rec.manifest else [],
-            files=FileAccess(list(fs.read), list(fs.write), data) if fs else None,
+            network=network,
+            files=files,
         )
 
     def _compile_hooks(self) -> None:
@@ -635,6 +699,7 @@ class PluginHost:
                     worker=self._workers.supervisor.states[rec.id].to_dict()
                     if self._workers is not None and rec.id in self._workers.supervisor.states
                     else None,
+                    granted=None if (g := self._granted(rec)) is None else list(g),
                 )
             )
         return out
@@ -788,8 +853,13 @@ class PluginHost:
 
         Unknown plugins or tools raise here, not on the first ``next()``.
         """
+        self._check_not_on_loop()
         b = self.resolve(plugin, tool)
         return self._stream(b, args, caller, timeout)
+
+    def _check_not_on_loop(self) -> None:
+        if self._loop_thread is not None and threading.current_thread() is self._loop_thread:
+            raise UsageError("sync host calls cannot run on the host's own loop; use astream")
 
     def _stream(
         self, b: Bound, args: Any, caller: str | None, timeout: float | None
@@ -873,6 +943,8 @@ class PluginHost:
         if self._workers is not None:
             try:
                 self._run_coro(self._workers.aclose())
+            except UsageError:  # sync close on the adopted loop: no orderly stop, kill them
+                self._workers.supervisor.kill_all("the host closed")
             except Exception:
                 log.exception("stopping workers failed")
             self._workers.cleanup()
