@@ -142,12 +142,17 @@ def test_install_refuses_another_version_of_an_installed_plugin(
     assert active(home) == {PID: "1.0.0"}
 
 
-def test_installed_plugins_run_in_workers_unless_their_manifest_says_otherwise(
+def test_installed_plugins_run_in_workers_unless_the_operator_grants_inprocess(
     home: Path, src: Path, uv_cache: Path
 ) -> None:
     inst = installer(home, uv_cache)
     inst.install(write_plugin(src, runtime=None), yes=True)  # no runtime key: worker
-    inst.install(write_plugin(src, pid="acme/local", runtime="inprocess"), yes=True)
+    with pytest.raises(InstallError, match="runtime:inprocess"):  # asked for, not granted
+        inst.install(write_plugin(src, pid="acme/local", runtime="inprocess"), grant=set())
+    inst.install(
+        write_plugin(src, pid="acme/local", runtime="inprocess"),
+        grant={"runtime:inprocess", "network:api.example.com"},
+    )
     with PluginHost(entry_points=False, home=home) as host:
         assert host.runtime_of(PID) == "worker"
         assert host.runtime_of("acme/local") == "inprocess"

@@ -265,7 +265,12 @@ class PluginHost:
             c = found[0]
             c.source = f"installed:{inst.version}"
             explicit = c.manifest is not None and "runtime" in c.manifest.model_fields_set
-            c.runtime = inst.runtime or (None if explicit else "worker")
+            wanted = c.manifest.runtime if explicit and c.manifest is not None else "worker"
+            if wanted == "inprocess" and "runtime:inprocess" not in inst.granted:
+                # Third-party code runs isolated unless the operator granted otherwise: the
+                # manifest alone cannot opt out of the worker.
+                wanted = "worker"
+            c.runtime = inst.runtime or wanted
             self._installed_grants[c.id] = list(inst.granted)
             if not inst.enabled:
                 self._disabled.add(c.id)

@@ -551,6 +551,10 @@ class Installer(Lifecycle):
         yes: bool,
     ) -> list[str]:
         requested = permission_tokens(info.manifest)
+        m = info.manifest
+        if "runtime" in m.model_fields_set and m.runtime == "inprocess":
+            # Running inside the host, unisolated, is itself a permission the operator grants.
+            requested.append("runtime:inprocess")
         stored = set(state.granted)
         approved = set(grant or ())
         missing = [t for t in requested if t not in stored]
