@@ -583,3 +583,43 @@ def test_a_failing_unload_hook_does_not_stop_close() -> None:
     host.invoke("tools", "sleepy", {"seconds": 0})
     host.close()
     assert torn == [True]
+
+
+def test_reload_picks_up_changed_code_in_process_and_in_workers(tmp_path: Path, make_plugin: Callable[..., Path]) -> None:
+    def code(word: str) -> str:
+        return f"from plughub.sdk import tool\n@tool\ndef say() -> str:\n    return {word!r}\n"
+
+    inproc = make_plugin("inproc", "id: acme/inproc\nversion: 1.0.0\nentrypoint: main\n", code("one"))
+    worker = make_plugin("isolated", "id: acme/isolated\nversion: 1.0.0\nentrypoint: main\nruntime: worker\n", code("one"))
+    with host_for(tmp_path) as host:
+        assert host.invoke("inproc", "say").text == "one"
+        assert host.invoke("isolated", "say").text == "one"
+        for folder in (inproc, worker):
+            (folder / "main.py").write_text(code("two"))
+        assert host.reload("inproc").status == "available"
+        host.reload("isolated")
+        assert host.invoke("inproc", "say").text == "two"
+        assert host.invoke("isolated", "say").text == "two"
+        # a broken edit is reported, and fixing it recovers
+        (inproc / "plugin.yaml").write_text("id: acme/inproc\nversion: [\n")
+        assert host.reload("inproc").status == "failed"
+
+
+def test_watch_reloads_when_files_change(tmp_path: Path, make_plugin: Callable[..., Path]) -> None:
+    import os as _os
+
+    folder = make_plugin("live", "id: acme/live\nversion: 1.0.0\nentrypoint: main\n",
+                         "from plughub.sdk import tool\n@tool\ndef v() -> int:\n    return 1\n")
+    with host_for(tmp_path) as host:
+        assert host.invoke("live", "v").structured == 1
+        host.watch(interval=0.1)
+        main = folder / "main.py"
+        main.write_text("from plughub.sdk import tool\n@tool\ndef v() -> int:\n    return 2\n")
+        st = main.stat()
+        _os.utime(main, ns=(st.st_atime_ns, st.st_mtime_ns + 10_000_000))  # coarse clocks
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if host.invoke("live", "v").structured == 2:
+                break
+            time.sleep(0.1)
+        assert host.invoke("live", "v").structured == 2

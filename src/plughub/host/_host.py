@@ -38,6 +38,7 @@ from ._discovery import (
     discover_object,
 )
 from ._formats import CatalogEntry, export, llm_name
+from ._importer import forget_modules
 from ._installed import read_installed
 from ._limits import TokenBucket, TTLCache
 from ._pipeline import Bound, Pipeline
@@ -216,6 +217,8 @@ class PluginHost:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._adopted = False
+        self._watcher: threading.Thread | None = None
+        self._stop_watch = threading.Event()
         self.pm = pluggy.PluginManager("plughub")
         self.pm.add_hookspecs(hookspecs)
         for h in hooks:
@@ -925,6 +928,78 @@ class PluginHost:
         value = fn(*args)
         return self._run_coro(value) if inspect.isawaitable(value) else value
 
+    # -- development: reload ---------------------------------------------------------------
+
+    def reload(self, ref: str) -> PluginInfo:
+        """Unload a plugin and read it again from disk; its next call imports the new code.
+
+        For plugins found in folders (``dir:``/``file:`` sources): a worker is stopped, an
+        in-process plugin's modules are dropped from ``sys.modules``, the manifest is re-read.
+        """
+        rec = self._find(ref)
+        with self._lock:
+            self._unload(rec)
+            path = rec.candidate.path
+            if path is not None and rec.candidate.source.startswith(("dir:", "file:")):
+                found = [c for c in discover_dir(path) if c.id == rec.id]
+                if found:
+                    found[0].runtime = rec.candidate.runtime
+                    found[0].source = rec.candidate.source
+                    rec.candidate = found[0]
+                    rec.status = FAILED if found[0].error else AVAILABLE
+                    rec.error = found[0].error
+                else:
+                    rec.status, rec.error = FAILED, f"no plugin {rec.id} at {path} any more"
+            self._compile_hooks()
+        return next(p for p in self.plugins() if p.id == rec.id)
+
+    def _unload(self, rec: _Record) -> None:
+        """Undo ``_ensure_loaded``: teardown, worker stop, hooks, caches and imported modules."""
+        if rec.status != LOADED or rec.code is None:
+            return
+        if self._runtime_of(rec) == "worker" and self._workers is not None:
+            with contextlib.suppress(Exception):
+                self._run_coro(self._workers.supervisor.stop(rec.id))
+        elif rec.code.teardown is not None:
+            try:
+                self._call_maybe_async(rec.code.teardown)
+            except Exception:
+                log.exception("teardown of %s failed", rec.id)
+        for obj in rec.code.hook_objects:
+            if self.pm.is_registered(obj):
+                self.pm.unregister(obj)
+        with contextlib.suppress(Exception):
+            self._fire("plugin_unloaded", plugin_id=rec.id)
+        for key in [k for k, b in self._tool_index.items() if b.plugin_id == rec.id]:
+            del self._tool_index[key]
+        path = rec.candidate.path
+        if path is not None and self._runtime_of(rec) != "worker":
+            forget_modules(path)
+        rec.code, rec.bound, rec.ctx_parts = None, {}, None
+        rec.values.clear()
+        rec.status = AVAILABLE
+
+    def watch(self, interval: float = 1.0) -> None:
+        """Reload folder plugins whose files change (development mode); stops at ``close``."""
+        if self._watcher is not None:
+            return
+        seen = {rec.id: _snapshot(rec.candidate) for rec in list(self._records.values())}
+
+        def loop() -> None:
+            while not self._stop_watch.wait(interval):
+                for rec in list(self._records.values()):
+                    now = _snapshot(rec.candidate)
+                    if now != seen.get(rec.id, now):
+                        log.info("files of %s changed: reloading", rec.id)
+                        try:
+                            self.reload(rec.id)
+                        except Exception:
+                            log.exception("reloading %s failed", rec.id)
+                    seen[rec.id] = now
+
+        self._watcher = threading.Thread(target=loop, name="plughub-watch", daemon=True)
+        self._watcher.start()
+
     # -- lifecycle -------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -932,6 +1007,7 @@ class PluginHost:
         if self._closed:
             return
         self._closed = True
+        self._stop_watch.set()
         for rec in self._records.values():
             if rec.status == LOADED and rec.code is not None:
                 if rec.code.teardown is not None:
@@ -985,6 +1061,27 @@ class PluginHost:
     async def aclose(self) -> None:
         """``close`` from async code (its blocking parts run off the loop)."""
         await asyncio.get_running_loop().run_in_executor(None, self.close)
+
+
+def _snapshot(c: Candidate) -> dict[str, int]:
+    """Modification times of a folder plugin's files (empty for other sources)."""
+    path = c.path
+    if path is None or not c.source.startswith(("dir:", "file:")):
+        return {}
+    files = (
+        [path]
+        if path.is_file()
+        else [
+            f
+            for f in path.rglob("*")
+            if f.is_file() and "__pycache__" not in f.parts and not f.name.startswith(".")
+        ]
+    )
+    out: dict[str, int] = {}
+    for f in files:
+        with contextlib.suppress(OSError):
+            out[str(f)] = f.stat().st_mtime_ns
+    return out
 
 
 def _subset_caller(fn: Any, names: tuple[str, ...]) -> Any:

@@ -12,12 +12,13 @@ import contextlib
 import hashlib
 import importlib
 import re
+import shutil
 import sys
 import threading
 import types
 from pathlib import Path
 
-__all__ = ["import_from", "package_key"]
+__all__ = ["forget_modules", "import_from", "package_key"]
 
 ROOT = "plughub_plugins"
 _lock = threading.RLock()
@@ -54,3 +55,25 @@ def import_from(root: Path, module: str) -> types.ModuleType:
         finally:
             with contextlib.suppress(ValueError):
                 sys.path.remove(str(root))
+
+
+def forget_modules(path: Path) -> None:
+    """Drop a plugin's modules from ``sys.modules`` so the next import reads the files again.
+
+    ``path`` is a plugin folder (its own package) or a single-file plugin (a module inside its
+    folder's package, whose siblings are left alone).
+    """
+    path = path.resolve()
+    if path.is_dir():
+        prefix = f"{ROOT}.{package_key(path)}"
+    else:
+        prefix = f"{ROOT}.{package_key(path.parent)}.{path.stem}"
+    with _lock:
+        for name in [m for m in sys.modules if m == prefix or m.startswith(prefix + ".")]:
+            del sys.modules[name]
+    # Bytecode caches are validated by whole-second mtime and size: an edit within the same
+    # second that keeps the size would be served stale. They are only caches: drop them.
+    root = path if path.is_dir() else path.parent
+    for cache in root.rglob("__pycache__"):
+        shutil.rmtree(cache, ignore_errors=True)
+    importlib.invalidate_caches()
