@@ -21,8 +21,6 @@ Usage: ``python bench/env_install.py [--quick] [--json] [--rounds N]``
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import json
 import os
 import platform
@@ -32,39 +30,20 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
 from plughub.runtime.worker._envs import EnvBuilder, EnvSpec
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _wheels import make_wheel as _make_wheel
+
 GOAL = 0.5
 
 
 def make_wheel(dest: Path, name: str = "tinydep", version: str = "1.0.0") -> Path:
-    """Write a valid pure-Python wheel ``name`` whose module holds ``X = 42``."""
-    dist_info = f"{name}-{version}.dist-info"
-    files = {
-        f"{name}/__init__.py": "X = 42\n",
-        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-        f"{dist_info}/WHEEL": (
-            "Wheel-Version: 1.0\nGenerator: plughub-bench\nRoot-Is-Purelib: true\n"
-            "Tag: py3-none-any\n"
-        ),
-    }
-    record = []
-    for path, text in files.items():
-        data = text.encode()
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(data)}")
-    record.append(f"{dist_info}/RECORD,,")
-    files[f"{dist_info}/RECORD"] = "\n".join(record) + "\n"
-    dest.mkdir(parents=True, exist_ok=True)
-    wheel = dest / f"{name}-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as zf:
-        for path, text in files.items():
-            zf.writestr(path, text)
-    return wheel
+    """A valid pure-Python wheel ``name`` whose module holds ``X = 42`` (the tests' builder)."""
+    return _make_wheel(dest, name, version, code="X = 42\n")
 
 
 def _check_import(python: Path) -> None:
