@@ -16,6 +16,7 @@ Exception tree::
     ├── EnvBuildError               a plugin's Python environment could not be built (phase, log)
     ├── InstallError                an install failed in one phase (phase, log); nothing changed
     ├── PackageError                a .plughub package was refused: unsafe, corrupt, untrusted
+    ├── StoreError                  the daemon's store refused or failed an operation (reason)
     ├── ToolNotFound                the plugin has no tool by that name
     └── UsageError                  the caller passed something the host cannot accept
 
@@ -38,6 +39,7 @@ __all__ = [
     "PluginError",
     "PluginLoadError",
     "PluginNotFound",
+    "StoreError",
     "ToolNotFound",
     "UsageError",
 ]
@@ -189,3 +191,24 @@ class ToolNotFound(PlughubError):
 
 class UsageError(PlughubError):
     """The caller passed an argument the host cannot accept (not a tool failure)."""
+
+
+class StoreError(PlughubError):
+    """The store (``plughub.store``) refused or could not carry out an operation.
+
+    ``reason`` is one machine-readable word: ``invalid`` (malformed input: a bad id, a name or
+    value too long), ``not_found`` (no such tenant, key, installation or task), ``conflict``
+    (it exists already, or a task is finished or owned by another replica), ``no_key`` (no
+    credential encryption key is configured), ``bad_key`` (the key file or variable is
+    unusable), ``decrypt`` (a credential does not decrypt: wrong key, or the ciphertext was
+    altered or moved) and ``unavailable`` (the database cannot be reached). Messages never
+    contain a credential's value.
+    """
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        self.message = message
+        self.reason = reason
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.message, self.reason))
