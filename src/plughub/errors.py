@@ -17,6 +17,7 @@ Exception tree::
     ├── InstallError                an install failed in one phase (phase, log); nothing changed
     ├── PackageError                a .plughub package was refused: unsafe, corrupt, untrusted
     ├── StoreError                  the daemon's store refused or failed an operation (reason)
+    ├── LimitsBackendError          the shared limits backend (Redis) failed
     ├── ToolNotFound                the plugin has no tool by that name
     └── UsageError                  the caller passed something the host cannot accept
 
@@ -32,6 +33,7 @@ __all__ = [
     "DependencyError",
     "EnvBuildError",
     "InstallError",
+    "LimitsBackendError",
     "ManifestError",
     "PackageError",
     "PlughubError",
@@ -177,6 +179,14 @@ class InstallError(PlughubError):
             type(self),
             (self.plugin_id, self.phase, self.message, self.log_tail, self.missing_permissions),
         )
+
+
+class LimitsBackendError(PlughubError):
+    """The shared limits backend (Redis) could not be reached or refused a command.
+
+    Raised by notifiers when a change cannot be published, and by rate and concurrency limiters
+    configured with ``on_backend_error="raise"``; the message names the (password-free) URL.
+    """
 
 
 class ToolNotFound(PlughubError):

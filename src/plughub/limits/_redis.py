@@ -23,20 +23,12 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
-from ..errors import PlughubError
+from ..errors import LimitsBackendError
 
 __all__ = ["LimitsBackendError", "RedisLink", "Script", "redact_url"]
 
 #: What a failing Redis raises: connection refused or reset, timeouts, READONLY/OOM replies.
 BACKEND_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
-
-
-class LimitsBackendError(PlughubError):
-    """The shared limits backend (Redis) could not be reached or refused a command.
-
-    Raised by notifiers when a change cannot be published, and by rate and concurrency limiters
-    configured with ``on_backend_error="raise"``; the message names the (password-free) URL.
-    """
 
 
 def redact_url(url: str) -> str:
