@@ -26,6 +26,7 @@ from ._lifecycle import (
 )
 from ._packaging import keys_app, package_command, verify_command
 from ._scaffold import new_command
+from ._serve import serve_command
 
 __all__ = ["app", "main"]
 
@@ -126,6 +127,7 @@ app.command("pin")(pin_command)
 app.command("unpin")(unpin_command)
 app.command("cleanup")(cleanup_command)
 app.command("search")(search_command)
+app.command("serve")(serve_command)
 
 
 def main() -> None:

@@ -1,0 +1,139 @@
+"""``create_app``: the FastAPI daemon; ``run``: serve it with uvicorn.
+
+One ``PluginHost`` per process, built and entered (``async with``) by the app's lifespan on the
+server's own event loop. On shutdown uvicorn stops accepting connections and waits up to
+``graceful_timeout`` for the requests in flight; the lifespan then waits for calls still
+running (same bound) and closes the host (plugin teardown, workers stopped).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from .. import __version__
+from ._auth import Authenticator, StaticAuthenticator
+from ._compat import dialer_router, dify_router
+from ._config import ServerConfig, load_config
+from ._deps import key_problem
+from ._errors import JSONBody, install_error_handlers
+from ._metrics import Metrics
+from ._middleware import BodyLimitMiddleware, MetricsMiddleware, TimeLimitMiddleware
+from ._policy import AllPlugins, PluginVisibility, RateLimit, no_rate_limit
+from ._routes import health_router, metrics_router, v1_router
+from ._state import HostFactory, ServerState, build_host
+
+__all__ = ["create_app", "run"]
+
+log = logging.getLogger("plughub.server")
+
+_DESCRIPTION = """\
+The plughub daemon: list plugins and tools, call tools (JSON or streamed), plus endpoints
+compatible with the AI-Dialer backend and the Dify plugin daemon.
+
+Authenticate with `Authorization: Bearer <key>` (Dify endpoints: `X-Api-Key`). A tool failure
+is a **result** with `is_error: true`, never an HTTP error. See docs/api.md.
+"""
+
+
+def create_app(
+    config: ServerConfig | None = None,
+    *,
+    authenticator: Authenticator | None = None,
+    rate_limit: RateLimit | None = None,
+    visibility: PluginVisibility | None = None,
+    host_factory: HostFactory | None = None,
+) -> FastAPI:
+    """The daemon as an ASGI app.
+
+    Args:
+        config: server settings; default ``load_config()`` (``PLUGHUB_*`` variables).
+        authenticator: turns API keys into principals; default the configured ``api_keys``
+            (``StaticAuthenticator``). The store's hashed keys plug in here.
+        rate_limit: asked once per authenticated request; default allows everything.
+        visibility: which plugins each tenant sees; default all of them.
+        host_factory: builds the ``PluginHost`` from the config (at startup, on the server's
+            loop); default ``build_host``.
+    """
+    config = config if config is not None else load_config()
+    if authenticator is None:
+        static = StaticAuthenticator.from_config(config)
+        if not len(static):
+            log.warning(
+                "no API keys configured (PLUGHUB_API_KEYS or api_keys in the config file): "
+                "every authenticated endpoint will answer 401"
+            )
+        authenticator = static
+    metrics = Metrics()
+    state = ServerState(
+        config,
+        authenticator,
+        rate_limit or no_rate_limit,
+        visibility or AllPlugins(),
+        metrics,
+        host_factory or build_host,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        host = state.host_factory(config)
+        async with host:  # adopts this loop: worker calls skip a thread hop
+            state.host = host
+            state.ready = True
+            log.info("plughub server ready: %d plugin(s)", len(host.plugins()))
+            try:
+                yield
+            finally:
+                state.ready = False
+                await state.drain(config.graceful_timeout)
+        state.host = None
+
+    app = FastAPI(
+        title="plughub",
+        version=__version__,
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+        default_response_class=JSONBody,
+        docs_url="/docs" if config.docs else None,
+        redoc_url="/redoc" if config.docs else None,
+    )
+    app.state.plughub = state
+    install_error_handlers(app, key_problem)
+    app.include_router(health_router)
+    if config.metrics:
+        app.include_router(metrics_router)
+    app.include_router(v1_router)
+    if config.compat_dialer:
+        app.include_router(dialer_router)
+    if config.compat_dify:
+        app.include_router(dify_router)
+    # Added last = outermost: metrics see every response, 413s and 504s included.
+    app.add_middleware(TimeLimitMiddleware, limit=config.request_timeout)
+    app.add_middleware(BodyLimitMiddleware, limit=config.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def run(config: ServerConfig, app: FastAPI | None = None) -> bool:
+    """Serve with uvicorn until SIGINT/SIGTERM, then shut down gracefully.
+
+    Returns False when the app failed to start (e.g. a plugins folder is missing).
+    """
+    import uvicorn
+
+    uv = uvicorn.Config(
+        app if app is not None else create_app(config),
+        host=config.host,
+        port=config.port,
+        log_level=config.log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=math.ceil(config.graceful_timeout),
+        server_header=False,
+    )
+    server = uvicorn.Server(uv)
+    server.run()
+    return bool(server.started)
