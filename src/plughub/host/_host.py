@@ -487,6 +487,7 @@ class PluginHost:
             env={n: os.environ[n] for n in env_names if n in os.environ},
             limits=m.limits if m is not None else None,
             storage=lambda: self._storage_of(rec),
+            credentials=lambda: self._credentials_for(rec),
             version=m.version if m is not None else "0.0.0",
             requirements=tuple(m.python.requirements) if m is not None else (),
             wheels_dir=str(wheels) if (wheels := path / "wheels").is_dir() else None,

@@ -22,7 +22,8 @@ from ._spec import ToolSpec
 __all__ = ["ArgumentsInvalid", "ToolDef", "ToolMarker", "build_tool", "tool", "tools_of"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-Kind = Literal["sync", "async", "gen", "agen"]
+#: "remote" is a runtime's proxy (a worker tool): called with the pipeline's per-call state.
+Kind = Literal["sync", "async", "gen", "agen", "remote"]
 MARK = "__plughub_tool__"
 _CONTENT_TYPES = (Text, Json, Image, Blob, Link)
 # Return annotations that are already model-facing content: nothing to validate or schema.

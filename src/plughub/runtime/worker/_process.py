@@ -105,6 +105,11 @@ class _LogProtocol(asyncio.Protocol):
         self.owner._close_log()  # every writer (the worker and its children) has gone
 
 
+def _expire(fut: asyncio.Future[dict[str, Any]]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+
+
 class WorkerProcess:
     """A started worker. Owned by one event loop (the host's); not thread-safe."""
 
@@ -455,14 +460,21 @@ class WorkerProcess:
             )
         # At most max_in_flight calls on the wire; the rest wait here (within their deadline).
         async with self._slots:
-            return await self._call(cid, frame, on_event)
+            return await self._call(cid, frame, on_event, timeout)
 
     async def _call(
-        self, cid: int, frame: bytes, on_event: Callable[[dict[str, Any]], None] | None
+        self,
+        cid: int,
+        frame: bytes,
+        on_event: Callable[[dict[str, Any]], None] | None,
+        timeout: float,
     ) -> dict[str, Any]:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._calls[cid] = _Call(fut, on_event)
         self.last_used = time.monotonic()
+        # Backstop: the worker enforces the call's deadline itself; if it does not answer well
+        # after it (stopped, or stuck in C), give up here like a cancelled caller would.
+        backstop = asyncio.get_running_loop().call_later(timeout + self.cancel_grace, _expire, fut)
         try:
             if self._out is None or self._out.is_closing():
                 raise WorkerCrashed(self._describe("the worker's input pipe is closed"))
@@ -470,7 +482,7 @@ class WorkerProcess:
             if self._out_proto is not None:
                 await self._out_proto.drain()
             return await fut
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, TimeoutError):
             if self._calls.pop(cid, None) is not None and self.alive:
                 with contextlib.suppress(WorkerCrashed):
                     self._send({"t": "cancel", "id": cid})
@@ -482,6 +494,7 @@ class WorkerProcess:
                 )
             raise
         finally:
+            backstop.cancel()
             self._calls.pop(cid, None)
             self.last_used = time.monotonic()
 

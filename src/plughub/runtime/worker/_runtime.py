@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ class WorkerPlugin:
     write_paths: list[str]
     limits: Any  # manifest Limits or None
     storage: Callable[[], Any]  # the plugin's Storage (host side)
+    credentials: Callable[[], Mapping[str, Any]] = dict  # sent with every call, never at init
     version: str = "0.0.0"
     requirements: tuple[str, ...] = ()
     wheels_dir: str | None = None  # bundled wheels: the environment is built offline from them
@@ -186,27 +188,33 @@ class WorkerRuntime:
         name = spec.name
 
         async def call(
-            ctx: Context,
             kwargs: dict[str, Any],
+            deadline: float | None,
+            credentials: Mapping[str, Any],
+            call_id: str,
             on_event: Callable[[dict[str, Any]], None],
             stream: bool,
         ) -> ToolResult:
             try:
-                worker = await self._worker(p, ctx.deadline)
+                worker = await self._worker(p, deadline)
             except CircuitOpen as e:
                 return ToolResult.error(str(e), "circuit_open", retry_after=round(e.retry_after, 3))
             except WorkerCrashed as e:
                 return ToolResult.error(str(e), "worker_crashed", retryable=True)
-            timeout = ctx.remaining()
+            timeout = 30.0 if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 raw = await worker.call(
                     name,
                     kwargs,
-                    timeout=timeout if timeout is not None else 30.0,
+                    timeout=timeout,
                     settings={},  # the worker has them since init (the host's are fixed)
-                    credentials=ctx.credentials,
+                    credentials=credentials,
                     stream=stream,
                     on_event=on_event,
+                )
+            except TimeoutError:  # the backstop: the worker did not answer past its deadline
+                return ToolResult.error(
+                    f"tool {p.plugin_id}.{name} did not finish within {timeout:g}s", "timeout"
                 )
             except WorkerCrashed as e:
                 self.supervisor.crashed(p.plugin_id, worker)
@@ -221,7 +229,7 @@ class WorkerRuntime:
                 data = {
                     "plugin_id": p.plugin_id,
                     "tool": name,
-                    "call_id": ctx.call_id,
+                    "call_id": call_id,
                     "error": result.text.removeprefix(f"{error_type}: "),
                     "error_type": error_type,
                 }
@@ -242,11 +250,19 @@ class WorkerRuntime:
 
         if not spec.streaming:
 
-            async def run(**kwargs: Any) -> ToolResult:
-                ctx: Context = kwargs.pop(CTX)
-                return await self._on_host_loop(call(ctx, kwargs, forward(ctx), False))
+            async def run(c: Any) -> ToolResult:
+                # Called by the pipeline with its per-call state: no Context to build, and the
+                # deadline is enforced by the worker (the call has a backstop timer).
+                emit = c.emit
 
-            return ToolDef(spec, run, "async", validate, CTX)
+                def on_event(raw: dict[str, Any]) -> None:
+                    if emit is not None and raw.get("type") in ("progress", "log"):
+                        emit(_event_of(raw))
+
+                coro = call(c.kwargs, c.deadline, p.credentials(), str(c.id), on_event, False)
+                return await self._on_host_loop(coro)
+
+            return ToolDef(spec, run, "remote", validate)
 
         async def run_stream(**kwargs: Any) -> AsyncIterator[Any]:
             ctx: Context = kwargs.pop(CTX)
@@ -272,7 +288,8 @@ class WorkerRuntime:
                 else:  # progress and log too, so they keep their place among the chunks
                     put(_event_of(raw))
 
-            task = asyncio.ensure_future(self._on_host_loop(call(ctx, kwargs, on_event, True)))
+            coro = call(kwargs, ctx.deadline, ctx.credentials, ctx.call_id, on_event, True)
+            task = asyncio.ensure_future(self._on_host_loop(coro))
             task.add_done_callback(put)
             try:
                 while (item := await queue.get()) is not task:
