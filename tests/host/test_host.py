@@ -388,7 +388,7 @@ def test_rate_limit_cache_permissions_and_credentials(tmp_path: Path, make_plugi
         permissions: {network: [api.example.com]}
         credentials:
           token: {required: true}
-        limits: {rate_limit: 2/minute, cacheable: true, cache_ttl: 60}
+        limits: {rate_limit: 3/minute, cacheable: true, cache_ttl: 60}
     """
     code = """
         import itertools
@@ -409,8 +409,10 @@ def test_rate_limit_cache_permissions_and_credentials(tmp_path: Path, make_plugi
         assert r.is_error and r.reason == "permission_denied" and "network:api.example.com" in r.text
     with host_for(tmp_path, credentials={"limited": {"token": "s3cret"}}, grants={"limited": ["network:api.example.com"]}) as host:
         first = host.invoke("limited", "count", {"x": 1})
+        assert not first.is_error
         assert host.invoke("limited", "count", {"x": 1}).structured == first.structured  # cached
-        assert host.invoke("limited", "count", {"x": 2}).structured != first.structured
+        second = host.invoke("limited", "count", {"x": 2})  # a cache hit still counted: 3rd call
+        assert not second.is_error and second.structured == first.structured + 1
         r = host.invoke("limited", "count", {"x": 3})
         assert r.is_error and r.reason == "rate_limited" and r.meta["retry_after"] > 0
         assert "s3cret" not in json.dumps(host.export_tools("openai"))

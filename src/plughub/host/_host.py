@@ -40,7 +40,7 @@ from ._discovery import (
 from ._formats import CatalogEntry, export, llm_name
 from ._importer import forget_modules
 from ._installed import read_installed
-from ._limits import TokenBucket, TTLCache
+from ._limits import TTLCache
 from ._pipeline import Bound, Pipeline
 from ._storage import SQLiteStorage
 
@@ -214,6 +214,7 @@ class PluginHost:
         self._default_runtime = default_runtime
         self._worker_config = workers or WorkerConfig()
         self._workers: WorkerRuntime | None = None
+        self._rate_limiter: Any = None  # a plughub.limits.MemoryRateLimiter, made on first use
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._adopted = False
@@ -575,7 +576,9 @@ class PluginHost:
             ),
             denied=denied,
             missing_credentials=missing_creds,
-            limiter=TokenBucket(rate.count, rate.per_seconds) if rate is not None else None,
+            limiter=self._plugin_limiter(rec, rate.count, rate.per_seconds)
+            if rate is not None
+            else None,
             # cache_ttl 0 keeps results for the life of the host (the LRU bounds the size).
             cache=TTLCache((limits.cache_ttl if limits else 0) or float("inf"))
             if cacheable
@@ -598,6 +601,18 @@ class PluginHost:
         if installed is not None and rec.candidate.source.startswith("installed:"):
             return installed
         return None if self._grants is None else []
+
+    def _plugin_limiter(self, rec: _Record, count: int, per_seconds: float) -> Any:
+        """The manifest's rate limit, shared by all of the plugin's tools in this host.
+
+        Uses the same GCRA limiter as the daemon (``plughub.limits``), imported only by hosts
+        that have a rate limit to enforce.
+        """
+        from ..limits import LimiterBucket, MemoryRateLimiter, Rate
+
+        if self._rate_limiter is None:
+            self._rate_limiter = MemoryRateLimiter()
+        return LimiterBucket(self._rate_limiter, f"p:{rec.id}", Rate(count, per_seconds))
 
     def _version(self, rec: _Record) -> str:
         if rec.code is not None and rec.code.version:

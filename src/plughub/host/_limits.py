@@ -1,7 +1,4 @@
-"""In-memory rate limiting and result caching for one host process.
-
-The daemon swaps these for shared (Redis) backends; the interface is the same two methods.
-"""
+"""Result caching for one host process (rate limits live in ``plughub.limits``)."""
 
 from __future__ import annotations
 
@@ -12,33 +9,7 @@ from typing import Any
 
 from ..sdk import ToolResult
 
-__all__ = ["TTLCache", "TokenBucket"]
-
-
-class TokenBucket:
-    """``count`` calls per ``per`` seconds, refilled continuously, bursting up to ``count``."""
-
-    __slots__ = ("_lock", "_stamp", "_tokens", "count", "per")
-
-    def __init__(self, count: int, per: float) -> None:
-        self.count = count
-        self.per = per
-        self._tokens = float(count)
-        self._stamp = time.monotonic()
-        self._lock = threading.Lock()
-
-    def acquire(self) -> float:
-        """Take a token; returns 0.0 on success, else the seconds to wait for the next one."""
-        with self._lock:
-            now = time.monotonic()
-            self._tokens = min(
-                self.count, self._tokens + (now - self._stamp) * self.count / self.per
-            )
-            self._stamp = now
-            if self._tokens >= 1.0:
-                self._tokens -= 1.0
-                return 0.0
-            return (1.0 - self._tokens) * self.per / self.count
+__all__ = ["TTLCache"]
 
 
 class TTLCache:

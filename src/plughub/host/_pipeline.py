@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..runtime._normalize import chunk_items, normalize
 from ..runtime._watchdog import DeadlineExceeded, watchdog
@@ -37,7 +37,14 @@ from ..sdk import (
 from ..sdk._tool import ArgumentsInvalid, ToolDef
 
 if TYPE_CHECKING:
-    from ._limits import TokenBucket, TTLCache
+    from ._limits import TTLCache
+
+
+class Limiter(Protocol):
+    """What the pipeline needs of a rate limiter: 0.0 to go ahead, else seconds to wait."""
+
+    def acquire(self) -> float: ...
+
 
 __all__ = ["Bound", "Pipeline"]
 
@@ -77,7 +84,7 @@ class Bound:
         ctx_factory: Callable[[str, float | None, Any], Context] | None,
         denied: str | None = None,
         missing_credentials: list[str] | None = None,
-        limiter: TokenBucket | None = None,
+        limiter: Limiter | None = None,
         cache: TTLCache | None = None,
         concurrency: int | None = None,
         max_arg_bytes: int = 1 << 20,

@@ -546,8 +546,8 @@ def check_all_sync(
 class LimiterBucket:
     """A shared limiter behind the host pipeline's ``acquire() -> seconds to wait`` interface.
 
-    ``PluginHost`` gives each tool a ``TokenBucket`` of its own; a ``LimiterBucket`` in its
-    place makes the same calls count against a key shared by every replica.
+    ``PluginHost`` gives each rate-limited plugin one over an in-process ``MemoryRateLimiter``;
+    over a ``RedisRateLimiter`` the same calls count against a key shared by every replica.
     """
 
     __slots__ = ("key", "limiter", "rate")

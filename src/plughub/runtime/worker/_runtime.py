@@ -238,16 +238,6 @@ class WorkerRuntime:
                 await loop.run_in_executor(None, self._safe_on_error, data)
             return result
 
-        def forward(ctx: Context) -> Callable[[dict[str, Any]], None]:
-            def on_event(raw: dict[str, Any]) -> None:
-                ev = _event_of(raw) if raw.get("type") != "blob_chunk" else None
-                if isinstance(ev, Progress):
-                    ctx.progress(ev.progress, ev.total, ev.message)
-                elif isinstance(ev, LogEntry):
-                    ctx.log(ev.message, ev.level)
-
-            return on_event
-
         if not spec.streaming:
 
             async def run(c: Any) -> ToolResult:
