@@ -1,8 +1,9 @@
 """The host: discovery, dependency checks, the catalog and the invoke pipeline."""
 
 from ._formats import FORMATS, CatalogEntry, llm_name
-from ._host import PluginHost, PluginInfo, permission_tokens
+from ._host import PluginHost
 from ._pipeline import Bound
+from ._records import PluginInfo, permission_tokens
 
 __all__ = [
     "FORMATS",

@@ -8,21 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fnmatch
 import inspect
 import logging
 import os
 import queue
-import sys
 import threading
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pluggy
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.version import InvalidVersion, Version
 
 from .. import hookspecs
 from ..errors import DependencyError, PluginDisabled, PluginNotFound, ToolNotFound, UsageError
@@ -42,106 +37,26 @@ from ._importer import forget_modules
 from ._installed import read_installed
 from ._limits import TTLCache
 from ._pipeline import Bound, Pipeline
+from ._records import (
+    AVAILABLE,
+    DENIED,
+    DISABLED,
+    FAILED,
+    LOADED,
+    PluginInfo,
+    Record,
+    incompatibility,
+    matches,
+    permission_tokens,
+    snapshot,
+    split_env,
+)
+from ._resolve import check_dependencies
 from ._storage import SQLiteStorage
 
 __all__ = ["PluginHost", "PluginInfo"]
 
 log = logging.getLogger("plughub.host")
-
-# Status of a plugin record.
-AVAILABLE, LOADED, FAILED, DENIED = "available", "loaded", "failed", "denied"
-DISABLED = "disabled"  # an installed plugin the operator disabled
-
-
-@dataclass(slots=True, frozen=True)
-class PluginInfo:
-    """A read-only view of one plugin for listings (``plughub list --json``)."""
-
-    id: str
-    name: str
-    version: str
-    description: str
-    style: str
-    source: str
-    status: str
-    error: str | None
-    tools: list[str] | None
-    permissions: list[str]
-    aliases: list[str]
-    runtime: str = "inprocess"
-    worker: dict[str, Any] | None = None
-    granted: list[str] | None = None
-    """Permission tokens granted to it; ``None``: everything it requests (trusted local use)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f: getattr(self, f) for f in self.__dataclass_fields__}
-
-
-@dataclass(slots=True, eq=False)
-class _Record:
-    candidate: Candidate
-    status: str
-    error: str | None = None
-    code: LoadedCode | None = None
-    bound: dict[str, Bound] = field(default_factory=dict)
-    storage: Storage | None = None
-    dependency_problem: bool = False
-    values: dict[str, dict[str, Any]] = field(default_factory=dict)  # settings/credentials
-    ctx_parts: tuple[Any, ...] | None = None  # the per-plugin parts of every call's Context
-
-    @property
-    def id(self) -> str:
-        return self.candidate.id
-
-    @property
-    def name(self) -> str:
-        return self.id.split("/", 1)[-1]
-
-    @property
-    def manifest(self) -> PluginManifest | None:
-        return self.candidate.manifest
-
-
-def _split_env(name: str) -> list[str] | None:
-    raw = os.environ.get(name)
-    if raw is None:
-        return None
-    return [p.strip() for p in raw.split(",") if p.strip()]
-
-
-def _matches(rec_id: str, patterns: Iterable[str]) -> bool:
-    name = rec_id.split("/", 1)[-1]
-    return any(fnmatch.fnmatchcase(rec_id, p) or fnmatch.fnmatchcase(name, p) for p in patterns)
-
-
-def _incompatibility(manifest: PluginManifest | None) -> str | None:
-    """Why this host cannot run the plugin at all (Python or plughub version), if it cannot."""
-    if manifest is None:
-        return None
-    from .. import __version__
-
-    python = ".".join(str(v) for v in sys.version_info[:3])
-    if manifest.python.requires and python not in SpecifierSet(manifest.python.requires):
-        return f"needs Python {manifest.python.requires}; this host runs {python}"
-    if manifest.min_plughub and __version__ not in SpecifierSet(manifest.min_plughub):
-        return f"needs plughub {manifest.min_plughub}; this host is {__version__}"
-    return None
-
-
-def permission_tokens(manifest: PluginManifest | None) -> list[str]:
-    """A manifest's requested permissions as grantable tokens (``network:host``, ``llm``...)."""
-    if manifest is None:
-        return []
-    p = manifest.permissions
-    tokens = [f"network:{h}" for h in p.network]
-    tokens += [f"fs.read:{x}" for x in p.filesystem.read]
-    tokens += [f"fs.write:{x}" for x in p.filesystem.write]
-    tokens += [f"env:{e}" for e in p.env]
-    if p.subprocess:
-        tokens.append("subprocess")
-    if p.llm:
-        tokens.append("llm")
-    return tokens
 
 
 class PluginHost:
@@ -193,8 +108,8 @@ class PluginHost:
         home: str | os.PathLike[str] | None = None,
     ) -> None:
         self._lock = threading.RLock()
-        self._allow = list(allow) if allow is not None else _split_env("PLUGHUB_LOAD_PLUGINS")
-        self._deny = [*deny, *(_split_env("PLUGHUB_DENY_PLUGINS") or [])]
+        self._allow = list(allow) if allow is not None else split_env("PLUGHUB_LOAD_PLUGINS")
+        self._deny = [*deny, *(split_env("PLUGHUB_DENY_PLUGINS") or [])]
         self._settings = dict(settings or {})
         self._credentials = dict(credentials or {})
         self._grants = None if grants is None else {k: list(v) for k, v in grants.items()}
@@ -225,8 +140,8 @@ class PluginHost:
         for h in hooks:
             self.pm.register(h)
         self._pipeline = Pipeline(self._run_coro, self._fire_error)
-        self._records: dict[str, _Record] = {}
-        self._index: dict[str, _Record] = {}
+        self._records: dict[str, Record] = {}
+        self._index: dict[str, Record] = {}
         self._tool_index: dict[tuple[str, str | None], Bound] = {}
         self._closed = False
 
@@ -284,100 +199,35 @@ class PluginHost:
     def _add(self, c: Candidate) -> None:
         if c.id in self._records:
             other = self._records[c.id].candidate.source
-            rec = _Record(c, FAILED, f"duplicate plugin id {c.id!r}: already provided by {other}")
+            rec = Record(c, FAILED, f"duplicate plugin id {c.id!r}: already provided by {other}")
             self._records[f"{c.id}#{c.source}"] = rec
             log.warning("%s", rec.error)
             return
-        incompatible = _incompatibility(c.manifest)
+        incompatible = incompatibility(c.manifest)
         if c.error is not None or incompatible is not None:
-            rec = _Record(c, FAILED, c.error or incompatible)
+            rec = Record(c, FAILED, c.error or incompatible)
         elif c.id in self._disabled and c.source.startswith("installed:"):
-            rec = _Record(c, DISABLED, "disabled by the operator (plughub enable turns it on)")
-        elif _matches(c.id, self._deny) or (
-            self._allow is not None and not _matches(c.id, self._allow)
+            rec = Record(c, DISABLED, "disabled by the operator (plughub enable turns it on)")
+        elif matches(c.id, self._deny) or (
+            self._allow is not None and not matches(c.id, self._allow)
         ):
-            rec = _Record(c, DENIED, "not allowed by PLUGHUB_LOAD_PLUGINS / deny list")
+            rec = Record(c, DENIED, "not allowed by PLUGHUB_LOAD_PLUGINS / deny list")
         else:
-            rec = _Record(c, AVAILABLE)
+            rec = Record(c, AVAILABLE)
         self._records[c.id] = rec
         for key in (c.id, rec.name, *c.aliases):
             self._index.setdefault(key.lower(), rec)
 
     def _check_dependencies(self) -> None:
         """Mark plugins whose dependencies are missing, mismatched or cyclic as failed."""
-        graph: dict[str, list[str]] = {}
-        for rec in self._records.values():
-            if rec.status != AVAILABLE or rec.manifest is None:
-                continue
-            deps = rec.manifest.dependencies
-            graph[rec.id] = list(deps)
-            for dep_id, spec in deps.items():
-                dep = self._records.get(dep_id)
-                if dep is None:
-                    missing = f"depends on {dep_id} {spec or ''}".rstrip()
-                    self._fail(rec, f"{missing}, which is not installed", dependency=True)
-                    break
-                try:
-                    ok = not spec or Version(
-                        dep.manifest.version if dep.manifest else "0"
-                    ) in SpecifierSet(spec)
-                except (InvalidSpecifier, InvalidVersion) as e:
-                    self._fail(rec, f"bad dependency {dep_id} {spec!r}: {e}", dependency=True)
-                    break
-                if not ok:
-                    have = dep.manifest.version if dep.manifest else "?"
-                    self._fail(
-                        rec, f"depends on {dep_id} {spec}, but {have} is installed", dependency=True
-                    )
-                    break
-        # cycles (iterative DFS, colours)
-        colour: dict[str, int] = {}
-        for start in graph:
-            stack: list[tuple[str, Iterator[str]]] = [(start, iter(graph.get(start, [])))]
-            path = [start]
-            if colour.get(start):
-                continue
-            colour[start] = 1
-            while stack:
-                node, it = stack[-1]
-                nxt = next(it, None)
-                if nxt is None:
-                    colour[node] = 2
-                    stack.pop()
-                    path.pop()
-                elif colour.get(nxt) == 1:
-                    cycle = [*path[path.index(nxt) :], nxt]
-                    for member in cycle[:-1]:
-                        self._fail(
-                            self._records[member],
-                            "dependency cycle: " + " -> ".join(cycle),
-                            dependency=True,
-                        )
-                elif not colour.get(nxt) and nxt in graph:
-                    colour[nxt] = 1
-                    stack.append((nxt, iter(graph.get(nxt, []))))
-                    path.append(nxt)
-        # anything depending on a failed plugin fails too (to a fixed point)
-        changed = True
-        while changed:
-            changed = False
-            for rec in self._records.values():
-                if rec.status == AVAILABLE and rec.manifest is not None:
-                    for dep_id in rec.manifest.dependencies:
-                        dep = self._records.get(dep_id)
-                        if dep is not None and dep.status in (FAILED, DENIED, DISABLED):
-                            self._fail(
-                                rec, f"depends on {dep_id}, which is {dep.status}", dependency=True
-                            )
-                            changed = True
-                            break
+        check_dependencies(self._records, self._fail)
 
-    def _fail(self, rec: _Record, error: str, dependency: bool = False) -> None:
+    def _fail(self, rec: Record, error: str, dependency: bool = False) -> None:
         if rec.status != FAILED:
             rec.status, rec.error, rec.dependency_problem = FAILED, error, dependency
             log.warning("plugin %s: %s", rec.id, error)
 
-    def _find(self, ref: str) -> _Record:
+    def _find(self, ref: str) -> Record:
         rec = self._index.get(ref.lower())
         if rec is None:
             raise PluginNotFound(ref)
@@ -385,7 +235,7 @@ class PluginHost:
 
     # -- loading ---------------------------------------------------------------------------
 
-    def _ensure_loaded(self, rec: _Record) -> _Record:
+    def _ensure_loaded(self, rec: Record) -> Record:
         if rec.status == LOADED:
             return rec
         if rec.status != AVAILABLE:
@@ -430,7 +280,7 @@ class PluginHost:
         """Where a plugin's code runs: ``inprocess``, ``worker`` (or ``mcp``/``dify``)."""
         return self._runtime_of(self._find(ref))
 
-    def _runtime_of(self, rec: _Record) -> str:
+    def _runtime_of(self, rec: Record) -> str:
         """``inprocess`` or ``worker`` (or a manifest's ``mcp``/``dify``, served by later
         runtimes)."""
         if rec.candidate.runtime is not None:
@@ -458,7 +308,7 @@ class PluginHost:
             )
         return self._workers
 
-    def _worker_plugin(self, rec: _Record) -> WorkerPlugin:
+    def _worker_plugin(self, rec: Record) -> WorkerPlugin:
         path = rec.candidate.path
         assert path is not None
         m = rec.manifest
@@ -494,7 +344,7 @@ class PluginHost:
             wheels_dir=str(wheels) if (wheels := path / "wheels").is_dir() else None,
         )
 
-    def _load_code(self, rec: _Record) -> LoadedCode:
+    def _load_code(self, rec: Record) -> LoadedCode:
         """Import a plugin's code (or start its worker); seed styles get host wiring first."""
         if self._runtime_of(rec) == "worker":
             if rec.candidate.path is None:
@@ -532,7 +382,7 @@ class PluginHost:
             if not n.startswith("__")
         )
 
-    def _bind(self, rec: _Record, code: LoadedCode) -> dict[str, Bound]:
+    def _bind(self, rec: Record, code: LoadedCode) -> dict[str, Bound]:
         bound: dict[str, Bound] = {}
         for td in code.tools:
             if td.spec.name in bound:
@@ -540,7 +390,7 @@ class PluginHost:
             bound[td.spec.name] = self._bind_tool(rec, td)
         return bound
 
-    def _bind_tool(self, rec: _Record, td: ToolDef) -> Bound:
+    def _bind_tool(self, rec: Record, td: ToolDef) -> Bound:
         m = rec.manifest
         limits = m.limits if m is not None else None
         timeout = (
@@ -587,7 +437,7 @@ class PluginHost:
             max_arg_bytes=limits.max_argument_bytes if limits is not None else 1 << 20,
         )
 
-    def _granted(self, rec: _Record) -> list[str] | None:
+    def _granted(self, rec: Record) -> list[str] | None:
         """The permission tokens granted to a plugin; None grants whatever it requests.
 
         A ``grants`` entry for the plugin wins; an installed plugin otherwise gets what the
@@ -602,7 +452,7 @@ class PluginHost:
             return installed
         return None if self._grants is None else []
 
-    def _plugin_limiter(self, rec: _Record, count: int, per_seconds: float) -> Any:
+    def _plugin_limiter(self, rec: Record, count: int, per_seconds: float) -> Any:
         """The manifest's rate limit, shared by all of the plugin's tools in this host.
 
         Uses the same GCRA limiter as the daemon (``plughub.limits``), imported only by hosts
@@ -614,13 +464,13 @@ class PluginHost:
             self._rate_limiter = MemoryRateLimiter()
         return LimiterBucket(self._rate_limiter, f"p:{rec.id}", Rate(count, per_seconds))
 
-    def _version(self, rec: _Record) -> str:
+    def _version(self, rec: Record) -> str:
         if rec.code is not None and rec.code.version:
             return rec.code.version
         return rec.manifest.version if rec.manifest else "0.0.0"
 
     def _cached_values(
-        self, rec: _Record, source: Mapping[str, Mapping[str, Any]], kind: str
+        self, rec: Record, source: Mapping[str, Mapping[str, Any]], kind: str
     ) -> dict[str, Any]:
         """Settings or credentials of a plugin, computed once (defaults, env, host config)."""
         hit = rec.values.get(kind)
@@ -629,7 +479,7 @@ class PluginHost:
         return hit
 
     def _values_for(
-        self, rec: _Record, source: Mapping[str, Mapping[str, Any]], kind: str
+        self, rec: Record, source: Mapping[str, Mapping[str, Any]], kind: str
     ) -> dict[str, Any]:
         specs = getattr(rec.manifest, kind, {}) if rec.manifest is not None else {}
         out: dict[str, Any] = {}
@@ -641,10 +491,10 @@ class PluginHost:
         out.update(source.get(rec.id, source.get(rec.name, {})))
         return out
 
-    def _credentials_for(self, rec: _Record) -> dict[str, Any]:
+    def _credentials_for(self, rec: Record) -> dict[str, Any]:
         return self._cached_values(rec, self._credentials, "credentials")
 
-    def _storage_of(self, rec: _Record) -> Storage:
+    def _storage_of(self, rec: Record) -> Storage:
         if rec.storage is None:
             quota = rec.manifest.permissions.storage if rec.manifest else None
             rec.storage = (
@@ -655,7 +505,7 @@ class PluginHost:
         return rec.storage
 
     def _make_context(
-        self, rec: _Record, call_id: str, deadline: float | None, emit: Any
+        self, rec: Record, call_id: str, deadline: float | None, emit: Any
     ) -> Context:
         parts = rec.ctx_parts
         if parts is None:  # what every call's Context shares, built once per plugin
@@ -969,7 +819,7 @@ class PluginHost:
             self._compile_hooks()
         return next(p for p in self.plugins() if p.id == rec.id)
 
-    def _unload(self, rec: _Record) -> None:
+    def _unload(self, rec: Record) -> None:
         """Undo ``_ensure_loaded``: teardown, worker stop, hooks, caches and imported modules."""
         if rec.status != LOADED or rec.code is None:
             return
@@ -999,12 +849,12 @@ class PluginHost:
         """Reload folder plugins whose files change (development mode); stops at ``close``."""
         if self._watcher is not None:
             return
-        seen = {rec.id: _snapshot(rec.candidate) for rec in list(self._records.values())}
+        seen = {rec.id: snapshot(rec.candidate) for rec in list(self._records.values())}
 
         def loop() -> None:
             while not self._stop_watch.wait(interval):
                 for rec in list(self._records.values()):
-                    now = _snapshot(rec.candidate)
+                    now = snapshot(rec.candidate)
                     if now != seen.get(rec.id, now):
                         log.info("files of %s changed: reloading", rec.id)
                         try:
@@ -1077,27 +927,6 @@ class PluginHost:
     async def aclose(self) -> None:
         """``close`` from async code (its blocking parts run off the loop)."""
         await asyncio.get_running_loop().run_in_executor(None, self.close)
-
-
-def _snapshot(c: Candidate) -> dict[str, int]:
-    """Modification times of a folder plugin's files (empty for other sources)."""
-    path = c.path
-    if path is None or not c.source.startswith(("dir:", "file:")):
-        return {}
-    files = (
-        [path]
-        if path.is_file()
-        else [
-            f
-            for f in path.rglob("*")
-            if f.is_file() and "__pycache__" not in f.parts and not f.name.startswith(".")
-        ]
-    )
-    out: dict[str, int] = {}
-    for f in files:
-        with contextlib.suppress(OSError):
-            out[str(f)] = f.stat().st_mtime_ns
-    return out
 
 
 def _subset_caller(fn: Any, names: tuple[str, ...]) -> Any:

@@ -570,9 +570,9 @@ class Installer(Lifecycle):
         return sorted(stored | set(missing))
 
     def _resolve(self, task: _Task, manifest: PluginManifest) -> None:
-        from ..host._host import _incompatibility
+        from ..host._records import incompatibility
 
-        problem = _incompatibility(manifest)
+        problem = incompatibility(manifest)
         if problem is not None:
             raise task.fail(problem)
         installed = self._installed_manifests()
