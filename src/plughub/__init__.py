@@ -4,6 +4,7 @@ The public API for agent developers is ``PluginHost``; plugin authors import ``p
 """
 
 import logging as _logging
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     DependencyError,
@@ -18,8 +19,20 @@ from .errors import (
     ToolNotFound,
     UsageError,
 )
-from .host import PluginHost, PluginInfo
 from .sdk import Context, Plugin, ToolError, ToolResult, hookimpl, tool
+
+if TYPE_CHECKING:
+    from .host import PluginHost, PluginInfo
+
+
+def __getattr__(name: str) -> Any:
+    # The host (and with it the worker runtime) loads on first use: plugin code imports
+    # ``plughub.sdk``, which runs this module, and must not pay for the host (PEP 562).
+    if name in ("PluginHost", "PluginInfo"):
+        from . import host
+
+        return getattr(host, name)
+    raise AttributeError(f"module 'plughub' has no attribute {name!r}")
 
 __version__ = "0.1.0"
 
