@@ -52,6 +52,7 @@ from ._records import (
     split_env,
 )
 from ._resolve import check_dependencies
+from ._scope import CallScope
 from ._storage import SQLiteStorage
 
 __all__ = ["PluginHost", "PluginInfo"]
@@ -421,11 +422,15 @@ class PluginHost:
             rec.id,
             td,
             timeout=timeout,
-            ctx_factory=lambda call_id, deadline, emit: self._make_context(
-                rec, call_id, deadline, emit
+            ctx_factory=lambda call_id, deadline, emit, scope: self._make_context(
+                rec, call_id, deadline, emit, scope
             ),
             denied=denied,
             missing_credentials=missing_creds,
+            requested=requested,
+            required_credentials=[
+                k for k, spec in (m.credentials.items() if m is not None else []) if spec.required
+            ],
             limiter=self._plugin_limiter(rec, rate.count, rate.per_seconds)
             if rate is not None
             else None,
@@ -505,7 +510,12 @@ class PluginHost:
         return rec.storage
 
     def _make_context(
-        self, rec: Record, call_id: str, deadline: float | None, emit: Any
+        self,
+        rec: Record,
+        call_id: str,
+        deadline: float | None,
+        emit: Any,
+        scope: CallScope | None = None,
     ) -> Context:
         parts = rec.ctx_parts
         if parts is None:  # what every call's Context shares, built once per plugin
@@ -519,6 +529,13 @@ class PluginHost:
                 FileAccess(list(fs.read), list(fs.write), data) if fs else None,
             )
         settings, credentials, storage, network, files = parts
+        if scope is not None:
+            if scope.settings:  # the scope's over the host's
+                settings = {**settings, **scope.settings}
+            if scope.credentials is not None:
+                credentials = scope.credentials
+            if scope.storage is not None:
+                storage = scope.storage
         return Context(
             rec.id,
             settings=settings,
@@ -669,9 +686,14 @@ class PluginHost:
         *,
         caller: str | None = None,
         timeout: float | None = None,
+        scope: CallScope | None = None,
     ) -> ToolResult:
-        """Call a tool and wait for its result (sync tools run inline in this thread)."""
-        return self._pipeline.invoke(self.resolve(plugin, tool), args, caller, timeout)
+        """Call a tool and wait for its result (sync tools run inline in this thread).
+
+        ``scope``: whose call this is (a daemon's tenant): its settings, credentials, grants
+        and storage replace the host's for this call.
+        """
+        return self._pipeline.invoke(self.resolve(plugin, tool), args, caller, timeout, scope)
 
     async def ainvoke(
         self,
@@ -681,10 +703,11 @@ class PluginHost:
         *,
         caller: str | None = None,
         timeout: float | None = None,
+        scope: CallScope | None = None,
     ) -> ToolResult:
         """Call a tool from async code; sync tools run in a thread, never on the loop."""
         b = await self._aresolve(plugin, tool)
-        return await self._pipeline.ainvoke(b, args, caller, timeout)
+        return await self._pipeline.ainvoke(b, args, caller, timeout, scope)
 
     async def _aresolve(self, plugin: str, tool: str | None) -> Bound:
         """``resolve`` without blocking the loop: a first use may import code or start a worker."""
@@ -702,15 +725,23 @@ class PluginHost:
         *,
         caller: str | None = None,
         timeout: float | None = None,
+        scope: CallScope | None = None,
     ) -> AsyncIterator[Any]:
         """Events of one call as they happen, ending with its ``ToolResult``."""
-        return self._astream(plugin, tool, args, caller, timeout)
+        return self._astream(plugin, tool, args, caller, timeout, scope)
 
     async def _astream(
-        self, plugin: str, tool: str | None, args: Any, caller: str | None, timeout: float | None
+        self,
+        plugin: str,
+        tool: str | None,
+        args: Any,
+        caller: str | None,
+        timeout: float | None,
+        scope: CallScope | None,
     ) -> AsyncIterator[Any]:
         b = await self._aresolve(plugin, tool)
-        async with contextlib.aclosing(self._pipeline.astream(b, args, caller, timeout)) as events:
+        events = self._pipeline.astream(b, args, caller, timeout, scope)
+        async with contextlib.aclosing(events) as events:
             async for event in events:
                 yield event
 
@@ -722,6 +753,7 @@ class PluginHost:
         *,
         caller: str | None = None,
         timeout: float | None = None,
+        scope: CallScope | None = None,
     ) -> Iterator[Any]:
         """Sync version of ``astream`` (driven on the host's background loop).
 
@@ -729,21 +761,26 @@ class PluginHost:
         """
         self._check_not_on_loop()
         b = self.resolve(plugin, tool)
-        return self._stream(b, args, caller, timeout)
+        return self._stream(b, args, caller, timeout, scope)
 
     def _check_not_on_loop(self) -> None:
         if self._loop_thread is not None and threading.current_thread() is self._loop_thread:
             raise UsageError("sync host calls cannot run on the host's own loop; use astream")
 
     def _stream(
-        self, b: Bound, args: Any, caller: str | None, timeout: float | None
+        self,
+        b: Bound,
+        args: Any,
+        caller: str | None,
+        timeout: float | None,
+        scope: CallScope | None,
     ) -> Iterator[Any]:
         q: queue.Queue[Any] = queue.Queue()
         done = object()
 
         async def pump() -> None:
             try:
-                async for ev in self._pipeline.astream(b, args, caller, timeout):
+                async for ev in self._pipeline.astream(b, args, caller, timeout, scope):
                     q.put(ev)
             finally:
                 q.put(done)

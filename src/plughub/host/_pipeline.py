@@ -17,7 +17,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -38,6 +38,7 @@ from ..sdk._tool import ArgumentsInvalid, ToolDef
 
 if TYPE_CHECKING:
     from ._limits import TTLCache
+    from ._scope import CallScope
 
 
 class Limiter(Protocol):
@@ -69,6 +70,8 @@ class Bound:
         "missing_credentials",
         "name",
         "plugin_id",
+        "requested",
+        "required_credentials",
         "slots",
         "timeout",
         "tool",
@@ -81,9 +84,11 @@ class Bound:
         tool: ToolDef,
         *,
         timeout: float,
-        ctx_factory: Callable[[str, float | None, Any], Context] | None,
+        ctx_factory: Callable[[str, float | None, Any, CallScope | None], Context] | None,
         denied: str | None = None,
         missing_credentials: list[str] | None = None,
+        requested: Sequence[str] = (),
+        required_credentials: Sequence[str] = (),
         limiter: Limiter | None = None,
         cache: TTLCache | None = None,
         concurrency: int | None = None,
@@ -99,6 +104,9 @@ class Bound:
         self.ctx_factory = ctx_factory if tool.ctx_param else None
         self.denied = denied
         self.missing_credentials = missing_credentials or []
+        # What a CallScope's grants and credentials are checked against, per call.
+        self.requested = tuple(requested)
+        self.required_credentials = tuple(required_credentials)
         self.limiter = limiter
         self.cache = cache
         self.slots = threading.BoundedSemaphore(concurrency) if concurrency else None
@@ -109,14 +117,50 @@ def _error(message: str, reason: str, **meta: Any) -> ToolResult:
     return ToolResult.error(message, reason, **meta)
 
 
+def _scoped_checks(b: Bound, scope: CallScope) -> tuple[str | None, list[str]]:
+    """Permission and credential checks against a call's own grants and credentials.
+
+    The host's grants stay the ceiling (a worker's sandbox is built from them): a scope's
+    grants can only narrow what a call may do.
+    """
+    denied = b.denied
+    if denied is None and scope.grants is not None:
+        granted = scope.grants
+        lacking = [t for t in b.requested if t not in granted and "*" not in granted]
+        denied = (
+            f"plugin {b.plugin_id} lacks granted permissions: {', '.join(lacking)}"
+            if lacking
+            else None
+        )
+    missing = b.missing_credentials
+    if scope.credentials is not None:
+        creds = scope.credentials
+        missing = [k for k in b.required_credentials if creds.get(k) in (None, "")]
+    return denied, missing
+
+
 class _Call:
     """State of one call as it moves through the pipeline (one small object per call)."""
 
-    __slots__ = ("b", "caller", "deadline", "emit", "id", "inv", "kwargs", "limit", "started")
+    __slots__ = (
+        "b",
+        "caller",
+        "deadline",
+        "emit",
+        "id",
+        "inv",
+        "kwargs",
+        "limit",
+        "scope",
+        "started",
+    )
 
-    def __init__(self, b: Bound, caller: str | None, timeout: float | None) -> None:
+    def __init__(
+        self, b: Bound, caller: str | None, timeout: float | None, scope: CallScope | None = None
+    ) -> None:
         self.b = b
         self.caller = caller
+        self.scope = scope
         self.id = next(_ids)
         self.started = time.monotonic()
         self.limit = b.timeout if timeout is None else min(timeout, b.timeout)
@@ -136,7 +180,7 @@ class _Call:
         b = self.b
         if b.ctx_factory is None:
             return self.kwargs
-        ctx = b.ctx_factory(str(self.id), self.deadline, self.emit)
+        ctx = b.ctx_factory(str(self.id), self.deadline, self.emit, self.scope)
         return {**self.kwargs, b.tool.ctx_param: ctx}  # type: ignore[dict-item]
 
 
@@ -178,12 +222,15 @@ class Pipeline:
             refusal = self._parse(c, args)
             if refusal is not None:
                 return refusal
-        if b.denied is not None:
-            return _error(b.denied, "permission_denied")
-        if b.missing_credentials:
+        if c.scope is None:
+            denied, missing = b.denied, b.missing_credentials
+        else:
+            denied, missing = _scoped_checks(b, c.scope)
+        if denied is not None:
+            return _error(denied, "permission_denied")
+        if missing:
             return _error(
-                f"plugin {b.plugin_id} needs credentials that are not set: "
-                + ", ".join(b.missing_credentials),
+                f"plugin {b.plugin_id} needs credentials that are not set: " + ", ".join(missing),
                 "missing_credentials",
             )
         if self._before:
@@ -256,11 +303,14 @@ class Pipeline:
         return self._run_coro(value) if inspect.isawaitable(value) else value
 
     @staticmethod
-    def _cache_key(kwargs: dict[str, Any]) -> str | None:
+    def _cache_key(c: _Call) -> str | None:
+        """The arguments as text, prefixed with the tenant: results never cross tenants."""
         try:
-            return json.dumps(kwargs, sort_keys=True, default=str)
+            text = json.dumps(c.kwargs, sort_keys=True, default=str)
         except (TypeError, ValueError):
             return None
+        tenant = c.scope.tenant if c.scope is not None else None
+        return text if tenant is None else f"{tenant}\x00{text}"
 
     def _failed(self, c: _Call, exc: BaseException) -> ToolResult:
         b = c.b
@@ -326,17 +376,22 @@ class Pipeline:
     # -- sync --------------------------------------------------------------------------------
 
     def invoke(
-        self, b: Bound, args: Any, caller: str | None = None, timeout: float | None = None
+        self,
+        b: Bound,
+        args: Any,
+        caller: str | None = None,
+        timeout: float | None = None,
+        scope: CallScope | None = None,
     ) -> ToolResult:
         if b.kind != "sync":
-            return self._run_coro(self.ainvoke(b, args, caller, timeout))  # type: ignore[no-any-return]
-        c = _Call(b, caller, timeout)
+            return self._run_coro(self.ainvoke(b, args, caller, timeout, scope))  # type: ignore[no-any-return]
+        c = _Call(b, caller, timeout, scope)
         refusal = self._prepare(c, args)
         if refusal is not None:
             return self._finish(c, refusal)
         key = None
         if b.cache is not None:
-            key = self._cache_key(c.kwargs)
+            key = self._cache_key(c)
             hit = b.cache.get(key) if key is not None else None
             if hit is not None:
                 return self._finish(c, hit, cached=True)
@@ -372,22 +427,27 @@ class Pipeline:
     # -- async -------------------------------------------------------------------------------
 
     async def ainvoke(
-        self, b: Bound, args: Any, caller: str | None = None, timeout: float | None = None
+        self,
+        b: Bound,
+        args: Any,
+        caller: str | None = None,
+        timeout: float | None = None,
+        scope: CallScope | None = None,
     ) -> ToolResult:
         if b.kind in ("gen", "agen"):
             final: ToolResult | None = None
-            async for event in self.astream(b, args, caller, timeout):
+            async for event in self.astream(b, args, caller, timeout, scope):
                 if isinstance(event, ToolResult):
                     final = event
             assert final is not None
             return final
-        c = _Call(b, caller, timeout)
+        c = _Call(b, caller, timeout, scope)
         refusal = await self._aprepare(c, args)
         if refusal is not None:
             return await self._afinish(c, refusal)
         key = None
         if b.cache is not None:
-            key = self._cache_key(c.kwargs)
+            key = self._cache_key(c)
             hit = b.cache.get(key) if key is not None else None
             if hit is not None:
                 return await self._afinish(c, hit, cached=True)
@@ -442,13 +502,18 @@ class Pipeline:
     # -- streaming ---------------------------------------------------------------------------
 
     async def astream(
-        self, b: Bound, args: Any, caller: str | None = None, timeout: float | None = None
+        self,
+        b: Bound,
+        args: Any,
+        caller: str | None = None,
+        timeout: float | None = None,
+        scope: CallScope | None = None,
     ) -> AsyncGenerator[Any, None]:
         """Yield progress, log entries and content chunks as they come, then the ``ToolResult``.
 
         If the consumer stops early (closes the iterator or is cancelled), the tool is cancelled.
         """
-        c = _Call(b, caller, timeout)
+        c = _Call(b, caller, timeout, scope)
         refusal = await self._aprepare(c, args)
         if refusal is not None:
             yield await self._afinish(c, refusal)

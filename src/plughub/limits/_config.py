@@ -224,16 +224,19 @@ class LimitsConfig(BaseModel):
         return cls.model_validate(_read_file(Path(path)))
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> LimitsConfig:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, base: Mapping[str, Any] | None = None
+    ) -> LimitsConfig:
         """The configuration from ``PLUGHUB_*`` environment variables.
 
-        ``PLUGHUB_LIMITS_FILE`` (YAML or JSON) is read first; each variable below replaces
+        ``base`` (e.g. the ``limits`` table of the server's config file), or else
+        ``PLUGHUB_LIMITS_FILE`` (YAML or JSON), is read first; each variable below replaces
         its field. ``PLUGHUB_REDIS_URL`` alone selects the Redis backend. Raises
         ``ValueError`` naming the variable for a bad value.
         """
         env = os.environ if environ is None else environ
-        data: dict[str, Any] = {}
-        file = env.get("PLUGHUB_LIMITS_FILE")
+        data: dict[str, Any] = dict(base or {})
+        file = None if base is not None else env.get("PLUGHUB_LIMITS_FILE")
         if file:
             data = _read_file(Path(file))
         names: dict[str, str] = {}

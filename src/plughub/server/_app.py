@@ -8,6 +8,7 @@ running (same bound) and closes the host (plugin teardown, workers stopped).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import AsyncIterator
@@ -25,6 +26,7 @@ from ._metrics import Metrics
 from ._middleware import BodyLimitMiddleware, MetricsMiddleware, TimeLimitMiddleware
 from ._policy import AllPlugins, PluginVisibility, RateLimit, no_rate_limit
 from ._routes import health_router, metrics_router, v1_router
+from ._services import Services, build_services
 from ._state import HostFactory, ServerState, build_host
 
 __all__ = ["create_app", "run"]
@@ -47,6 +49,7 @@ def create_app(
     rate_limit: RateLimit | None = None,
     visibility: PluginVisibility | None = None,
     host_factory: HostFactory | None = None,
+    services: Services | None = None,
 ) -> FastAPI:
     """The daemon as an ASGI app.
 
@@ -58,6 +61,8 @@ def create_app(
         visibility: which plugins each tenant sees; default all of them.
         host_factory: builds the ``PluginHost`` from the config (at startup, on the server's
             loop); default ``build_host``.
+        services: the store and limits backends to use (the caller closes them); default
+            ``build_services(config)`` at startup, closed at shutdown.
     """
     config = config if config is not None else load_config()
     if authenticator is None:
@@ -80,17 +85,28 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        host = state.host_factory(config)
-        async with host:  # adopts this loop: worker calls skip a thread hop
-            state.host = host
-            state.ready = True
-            log.info("plughub server ready: %d plugin(s)", len(host.plugins()))
-            try:
-                yield
-            finally:
-                state.ready = False
-                await state.drain(config.graceful_timeout)
-        state.host = None
+        own = services is None
+        svc: Services = (
+            await asyncio.to_thread(build_services, config) if services is None else services
+        )
+        state.services = svc
+        try:
+            await asyncio.to_thread(svc.bootstrap_admin, config)
+            host = state.host_factory(config)
+            async with host:  # adopts this loop: worker calls skip a thread hop
+                state.host = host
+                state.ready = True
+                log.info("plughub server ready: %d plugin(s)", len(host.plugins()))
+                try:
+                    yield
+                finally:
+                    state.ready = False
+                    await state.drain(config.graceful_timeout)
+            state.host = None
+        finally:
+            if own:
+                await svc.aclose()
+            state.services = None
 
     app = FastAPI(
         title="plughub",

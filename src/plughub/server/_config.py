@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from ..errors import UsageError
+from ..limits import LimitsConfig
 
 __all__ = ["ENV_VARS", "ROLES", "ApiKeySpec", "Role", "ServerConfig", "load_config"]
 
@@ -47,6 +48,7 @@ ENV_VARS: dict[str, str] = {
     "PLUGHUB_API_KEYS": "api_keys",
     "PLUGHUB_DATA_DIR": "data_dir",
     "PLUGHUB_HOME": "home",
+    "PLUGHUB_STORE_URL": "store_url",
     "PLUGHUB_ENTRY_POINTS": "entry_points",
     "PLUGHUB_DEFAULT_TIMEOUT": "default_timeout",
     "PLUGHUB_DEFAULT_RUNTIME": "default_runtime",
@@ -137,7 +139,14 @@ class ServerConfig(BaseModel):
     data_dir: Path | None = None
     """Plugin storage, worker logs and environments (default: ``home``)."""
     home: Path | None = None
-    """A plughub home whose installed plugins are served too."""
+    """The daemon's home: installed plugins, the default SQLite store, the credential key file
+    (default: ``PLUGHUB_HOME``, else the platform's user data folder)."""
+    store_url: str | None = Field(None, repr=False)
+    """The store's database: ``sqlite:///path`` or ``postgresql+psycopg://...`` (default: a
+    SQLite file ``store.db`` in ``home``)."""
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    """Rate limits, concurrency and their backend (memory, or Redis shared by replicas); the
+    ``PLUGHUB_REDIS_URL``/``PLUGHUB_*_RATE`` variables of docs/operators/limits.md apply."""
     default_timeout: float = Field(30.0, gt=0, allow_inf_nan=False)
     """Deadline of tools whose manifest sets none (seconds)."""
     default_runtime: Literal["inprocess", "worker"] = "inprocess"
@@ -255,7 +264,18 @@ def load_config(
             data[field] = value
             origin.append(var)
     data.update({k: v for k, v in overrides.items() if v is not None})
+    limits = data.pop("limits", None)
     try:
-        return ServerConfig.model_validate(data)
+        config = ServerConfig.model_validate(data)
     except ValidationError as e:
         raise UsageError(_format_errors(e, ", ".join(origin) or "defaults")) from None
+    if isinstance(limits, LimitsConfig):
+        config.limits = limits
+        return config
+    if limits is not None and not isinstance(limits, Mapping):
+        raise UsageError("invalid server configuration: limits must be a table of settings")
+    try:  # the limits' own variables (PLUGHUB_REDIS_URL, PLUGHUB_TENANT_RATE...) over the file
+        config.limits = LimitsConfig.from_env(env, limits)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return config

@@ -23,6 +23,7 @@ from ._config import ServerConfig
 from ._errors import ApiError
 from ._metrics import Metrics
 from ._policy import PluginVisibility, RateDecision, RateLimit
+from ._services import Services, server_home
 
 __all__ = ["HostFactory", "ServerState", "build_host"]
 
@@ -44,7 +45,7 @@ def build_host(config: ServerConfig) -> PluginHost:
         data_dir=config.data_dir,
         default_timeout=config.default_timeout,
         default_runtime=config.default_runtime,
-        home=config.home,
+        home=server_home(config),
     )
 
 
@@ -71,6 +72,8 @@ class ServerState:
         self.metrics = metrics
         self.host_factory = host_factory
         self.host: PluginHost | None = None
+        self.services: Services | None = None
+        """The store and limits backends (set while the app runs)."""
         self.ready = False
         self._calls = 0
         self._idle = asyncio.Event()
@@ -105,6 +108,15 @@ class ServerState:
         self.metrics.tool_calls_in_flight.dec()
         if self._calls == 0:
             self._idle.set()
+
+    def require_services(self) -> Services:
+        if self.services is None:
+            raise ApiError(
+                503,
+                "the server is not ready (starting or shutting down)",
+                headers={"Retry-After": "1"},
+            )
+        return self.services
 
     def require_host(self) -> PluginHost:
         if self.host is None or not self.ready:

@@ -82,21 +82,27 @@ class _Channel:
 class RemoteStorage:
     """``ctx.storage`` inside a worker: every operation is answered by the host's store."""
 
-    def __init__(self, channel: _Channel) -> None:
+    def __init__(self, channel: _Channel, call: int | None = None) -> None:
         self._ch = channel
+        # Requests name the call when it brought its own storage (a tenant's): the host
+        # answers them from that storage.
+        self._base: dict[str, Any] = {} if call is None else {"call": call}
+
+    def _ask(self, op: str, key: str, **more: Any) -> Any:
+        return self._ch.request("storage", {**self._base, "op": op, "key": key, **more}, 30)
 
     def get(self, key: str, default: Any = None) -> Any:
-        value = self._ch.request("storage", {"op": "get", "key": key}, 30)
+        value = self._ask("get", key)
         return default if value is None else value
 
     def set(self, key: str, value: Any) -> None:
-        self._ch.request("storage", {"op": "set", "key": key, "value": value}, 30)
+        self._ask("set", key, value=value)
 
     def delete(self, key: str) -> bool:
-        return bool(self._ch.request("storage", {"op": "delete", "key": key}, 30))
+        return bool(self._ask("delete", key))
 
     def keys(self, prefix: str = "") -> list[str]:
-        return list(self._ch.request("storage", {"op": "keys", "key": prefix}, 30) or [])
+        return list(self._ask("keys", prefix) or [])
 
 
 class RemoteResponse:
@@ -270,7 +276,9 @@ class Worker:
             self.plugin_id,
             settings=msg.get("settings") or self.init.get("settings") or {},
             credentials=msg.get("credentials") or {},
-            storage=self.storage,
+            storage=RemoteStorage(self.channel, int(msg["id"]))
+            if msg.get("scoped")
+            else self.storage,
             emit=emit,
             call_id=str(msg.get("id", "")),
             deadline=deadline,
@@ -301,7 +309,7 @@ class Worker:
             self.plugin_id,
             td,
             timeout=float(msg.get("timeout") or 30.0),
-            ctx_factory=lambda _cid, deadline, em: self._context(msg, deadline, em or emit),
+            ctx_factory=lambda _cid, deadline, em, _scope: self._context(msg, deadline, em or emit),
         )
 
     @staticmethod

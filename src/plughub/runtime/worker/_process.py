@@ -25,7 +25,8 @@ from ._zygote import Zygote
 __all__ = ["LaunchSpec", "WorkerCrashed", "WorkerProcess", "memory_of"]
 
 log = logging.getLogger("plughub.worker")
-RequestHandler = Callable[[str, dict[str, Any]], Awaitable[Any]]
+RequestHandler = Callable[[str, dict[str, Any], Any], Awaitable[Any]]
+"""(kind, message, the storage of the call that asked, or None) -> the reply's value."""
 
 
 class WorkerCrashed(Exception):
@@ -72,15 +73,17 @@ def memory_of(pid: int) -> dict[str, int]:
 
 
 class _Call:
-    __slots__ = ("future", "on_event")
+    __slots__ = ("future", "on_event", "storage")
 
     def __init__(
         self,
         future: asyncio.Future[dict[str, Any]],
         on_event: Callable[[dict[str, Any]], None] | None,
+        storage: Any = None,
     ) -> None:
         self.future = future
         self.on_event = on_event
+        self.storage = storage  # answers the call's storage requests (a tenant's), if set
 
 
 class _LogProtocol(asyncio.Protocol):
@@ -418,7 +421,11 @@ class WorkerProcess:
     async def _answer(self, msg: dict[str, Any]) -> None:
         rid = msg.get("id")
         try:
-            value = await self.on_request(str(msg.get("kind")), msg)
+            # A storage request made within a call with its own storage goes to that storage;
+            # only calls in flight are looked up, so a worker cannot name another's.
+            call = self._calls.get(msg.get("call"))  # type: ignore[arg-type]
+            storage = call.storage if call is not None else None
+            value = await self.on_request(str(msg.get("kind")), msg, storage)
             reply: dict[str, Any] = {"t": "reply", "id": rid, "value": value}
         except Exception as e:
             reply = {"t": "reply", "id": rid, "error": f"{e}"}
@@ -437,22 +444,28 @@ class WorkerProcess:
         credentials: Mapping[str, Any],
         stream: bool = False,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        storage: Any = None,
     ) -> dict[str, Any]:
         """Run a tool; returns the result dict. Raises ``WorkerCrashed``, or ``CancelledError``
-        (after telling the worker to cancel) when the caller gives up."""
+        (after telling the worker to cancel) when the caller gives up.
+
+        ``storage``: the call's own storage (a tenant's); the worker's ``ctx.storage`` requests
+        for this call are answered from it instead of the plugin's.
+        """
         cid = next(self._ids)
-        frame = encode(
-            {
-                "t": "call",
-                "id": cid,
-                "tool": tool,
-                "args": args,
-                "timeout": timeout,
-                "settings": settings,
-                "credentials": credentials,
-                "stream": stream,
-            }
-        )
+        message = {
+            "t": "call",
+            "id": cid,
+            "tool": tool,
+            "args": args,
+            "timeout": timeout,
+            "settings": settings,
+            "credentials": credentials,
+            "stream": stream,
+        }
+        if storage is not None:
+            message["scoped"] = True
+        frame = encode(message)
         if len(frame) > self.spec.max_args:  # (encode raised TypeError for non-JSON values)
             raise ValueError(
                 f"arguments for {self.spec.plugin_id}.{tool} are {len(frame)} bytes on the wire; "
@@ -460,7 +473,7 @@ class WorkerProcess:
             )
         # At most max_in_flight calls on the wire; the rest wait here (within their deadline).
         async with self._slots:
-            return await self._call(cid, frame, on_event, timeout)
+            return await self._call(cid, frame, on_event, timeout, storage)
 
     async def _call(
         self,
@@ -468,9 +481,10 @@ class WorkerProcess:
         frame: bytes,
         on_event: Callable[[dict[str, Any]], None] | None,
         timeout: float,
+        storage: Any = None,
     ) -> dict[str, Any]:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._calls[cid] = _Call(fut, on_event)
+        self._calls[cid] = _Call(fut, on_event, storage)
         self.last_used = time.monotonic()
         # Backstop: the worker enforces the call's deadline itself; if it does not answer well
         # after it (stopped, or stuck in C), give up here like a cancelled caller would.

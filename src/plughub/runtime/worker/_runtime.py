@@ -19,7 +19,7 @@ from ...sdk._results import content_from_dict
 from ...sdk._tool import ArgumentsInvalid, ToolDef
 from .._code import LoadedCode
 from ._envs import EnvBuilder, EnvSpec
-from ._process import LaunchSpec, WorkerCrashed, WorkerProcess
+from ._process import LaunchSpec, RequestHandler, WorkerCrashed, WorkerProcess
 from ._supervisor import CircuitOpen, Supervisor, WorkerConfig
 
 __all__ = ["WorkerPlugin", "WorkerRuntime"]
@@ -194,6 +194,8 @@ class WorkerRuntime:
             call_id: str,
             on_event: Callable[[dict[str, Any]], None],
             stream: bool,
+            settings: Mapping[str, Any] | None = None,
+            storage: Any = None,
         ) -> ToolResult:
             try:
                 worker = await self._worker(p, deadline)
@@ -207,10 +209,12 @@ class WorkerRuntime:
                     name,
                     kwargs,
                     timeout=timeout,
-                    settings={},  # the worker has them since init (the host's are fixed)
+                    # The worker has the host's settings since init: send only a call's own.
+                    settings=settings or {},
                     credentials=credentials,
                     stream=stream,
                     on_event=on_event,
+                    storage=storage,
                 )
             except TimeoutError:  # the backstop: the worker did not answer past its deadline
                 return ToolResult.error(
@@ -249,7 +253,20 @@ class WorkerRuntime:
                     if emit is not None and raw.get("type") in ("progress", "log"):
                         emit(_event_of(raw))
 
-                coro = call(c.kwargs, c.deadline, p.credentials(), str(c.id), on_event, False)
+                scope = c.scope
+                if scope is None:
+                    coro = call(c.kwargs, c.deadline, p.credentials(), str(c.id), on_event, False)
+                else:  # a tenant's call: its credentials, settings and storage, not the host's
+                    coro = call(
+                        c.kwargs,
+                        c.deadline,
+                        p.credentials() if scope.credentials is None else scope.credentials,
+                        str(c.id),
+                        on_event,
+                        False,
+                        {**p.settings, **scope.settings} if scope.settings else None,
+                        scope.storage,
+                    )
                 return await self._on_host_loop(coro)
 
             return ToolDef(spec, run, "remote", validate)
@@ -278,7 +295,16 @@ class WorkerRuntime:
                 else:  # progress and log too, so they keep their place among the chunks
                     put(_event_of(raw))
 
-            coro = call(kwargs, ctx.deadline, ctx.credentials, ctx.call_id, on_event, True)
+            coro = call(
+                kwargs,
+                ctx.deadline,
+                ctx.credentials,
+                ctx.call_id,
+                on_event,
+                True,
+                dict(ctx.settings),
+                ctx.storage,
+            )
             task = asyncio.ensure_future(self._on_host_loop(coro))
             task.add_done_callback(put)
             try:
@@ -316,10 +342,10 @@ class WorkerRuntime:
 
     # -- requests from workers ---------------------------------------------------------------
 
-    def _requests(self, p: WorkerPlugin) -> Callable[[str, dict[str, Any]], Awaitable[Any]]:
-        async def handle(kind: str, msg: dict[str, Any]) -> Any:
-            if kind == "storage":
-                storage = p.storage()
+    def _requests(self, p: WorkerPlugin) -> RequestHandler:
+        async def handle(kind: str, msg: dict[str, Any], call_storage: Any = None) -> Any:
+            if kind == "storage":  # the call's own storage (a tenant's), else the plugin's
+                storage = call_storage if call_storage is not None else p.storage()
                 op, key = msg.get("op"), str(msg.get("key", ""))
                 loop = asyncio.get_running_loop()
                 if op == "get":
