@@ -11,6 +11,7 @@ Exception tree::
     ├── PluginError                 something is wrong with one plugin (carries ``plugin``)
     │   ├── PluginLoadError         its code failed to import or to build its tools
     │   ├── PluginNotFound          no plugin by that id, name or alias
+    │   ├── CredentialsInvalid      credentials the plugin's checks refused (never their values)
     │   └── PluginDisabled          it exists but is denied, disabled or failed to load
     │       └── DependencyError     ... because a dependency is missing, mismatched or cyclic
     ├── EnvBuildError               a plugin's Python environment could not be built (phase, log)
@@ -30,6 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "CredentialsInvalid",
     "DependencyError",
     "EnvBuildError",
     "InstallError",
@@ -81,6 +83,17 @@ class PluginNotFound(PluginError):
 
     def __init__(self, plugin: str) -> None:
         super().__init__(plugin, "no such plugin")
+
+
+class CredentialsInvalid(PluginError):
+    """Credentials refused by the manifest's rules or the plugin's ``validate_credentials``.
+
+    ``problems`` lists what is wrong; nothing here carries a credential's value.
+    """
+
+    def __init__(self, plugin: str, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(plugin, "credentials refused: " + "; ".join(problems))
 
 
 class PluginDisabled(PluginError):

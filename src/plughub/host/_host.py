@@ -20,8 +20,15 @@ from typing import Any
 import pluggy
 
 from .. import hookspecs
-from ..errors import DependencyError, PluginDisabled, PluginNotFound, ToolNotFound, UsageError
-from ..manifest import PluginManifest
+from ..errors import (
+    CredentialsInvalid,
+    DependencyError,
+    PluginDisabled,
+    PluginNotFound,
+    ToolNotFound,
+    UsageError,
+)
+from ..manifest import PluginManifest, check_values
 from ..runtime._code import LoadedCode
 from ..runtime.worker import WorkerConfig, WorkerPlugin, WorkerRuntime
 from ..sdk import Context, FileAccess, MemoryStorage, Storage, ToolResult
@@ -709,6 +716,31 @@ class PluginHost:
         b = await self._aresolve(plugin, tool)
         return await self._pipeline.ainvoke(b, args, caller, timeout, scope)
 
+    async def avalidate_credentials(self, plugin: str, credentials: Mapping[str, Any]) -> None:
+        """Check credentials before they are saved; raises ``CredentialsInvalid``.
+
+        First the manifest's rules (known names, types, required ones present), then the
+        plugin's own ``validate_credentials`` if it has one (in its worker for worker plugins),
+        with the host's default deadline (at most 30 s). Hooks and audit never see the values.
+        """
+        rec = self._find(plugin)
+        specs = rec.manifest.credentials if rec.manifest is not None else {}
+        problems = check_values(specs, credentials)
+        if problems:
+            raise CredentialsInvalid(rec.id, problems)
+        loop = asyncio.get_running_loop()
+        rec = await loop.run_in_executor(None, self._ensure_loaded, rec)
+        td = rec.code.validate_credentials if rec.code is not None else None
+        if td is None:
+            return
+        b = Bound(rec.id, td, timeout=min(self.default_timeout, 30.0), ctx_factory=None)
+        values = dict(credentials)
+        result = await self._pipeline.arun_unhooked(
+            b, {"credentials": values}, CallScope(credentials=values)
+        )
+        if result.is_error:
+            raise CredentialsInvalid(rec.id, [result.text or result.reason or "refused"])
+
     async def _aresolve(self, plugin: str, tool: str | None) -> Bound:
         """``resolve`` without blocking the loop: a first use may import code or start a worker."""
         hit = self._tool_index.get((plugin, tool))
@@ -855,6 +887,57 @@ class PluginHost:
                     rec.status, rec.error = FAILED, f"no plugin {rec.id} at {path} any more"
             self._compile_hooks()
         return next(p for p in self.plugins() if p.id == rec.id)
+
+    def refresh(self) -> list[str]:
+        """Pick up changes made to the home since the host started: plugins installed,
+        upgraded, rolled back, removed, enabled, disabled or granted more; returns their ids.
+
+        Changed plugins are unloaded (worker stopped) and their next call loads the active
+        version. A daemon calls this when an install task ends, on every replica. Call it off
+        the host's loop (``asyncio.to_thread``): it may stop workers.
+        """
+        if self.home is None:
+            return []
+        with self._lock:
+            old_grants = dict(self._installed_grants)
+            old_disabled = set(self._disabled)
+            self._installed_grants.clear()
+            self._disabled.clear()
+            fresh = {c.id: c for c in self._discover_installed(self.home)}
+            changed: list[str] = []
+            for rec in list(self._records.values()):
+                if not rec.candidate.source.startswith("installed:"):
+                    continue
+                c = fresh.pop(rec.id, None)
+                same = (
+                    c is not None
+                    and c.source == rec.candidate.source
+                    and c.path == rec.candidate.path
+                    and (rec.id in self._disabled) == (rec.id in old_disabled)
+                    and self._installed_grants.get(rec.id) == old_grants.get(rec.id)
+                )
+                if same:
+                    continue
+                self._forget(rec)
+                if c is not None:
+                    self._add(c)
+                changed.append(rec.id)
+            for c in fresh.values():  # new plugins
+                if c.id not in self._records:
+                    self._add(c)
+                    changed.append(c.id)
+            if changed:
+                self._check_dependencies()
+                self._compile_hooks()
+                log.info("refreshed installed plugins: %s", ", ".join(changed))
+            return changed
+
+    def _forget(self, rec: Record) -> None:
+        """Unload a plugin and drop its record (it was removed or replaced in the home)."""
+        self._unload(rec)
+        self._records.pop(rec.id, None)
+        for key in [k for k, r in self._index.items() if r is rec]:
+            del self._index[key]
 
     def _unload(self, rec: Record) -> None:
         """Undo ``_ensure_loaded``: teardown, worker stop, hooks, caches and imported modules."""

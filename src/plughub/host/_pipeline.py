@@ -456,6 +456,16 @@ class Pipeline:
             b.cache.put(key, result)  # type: ignore[union-attr]
         return await self._afinish(c, result)
 
+    async def arun_unhooked(
+        self, b: Bound, kwargs: dict[str, Any], scope: CallScope | None = None
+    ) -> ToolResult:
+        """Run a host-internal call (a credential check) with its deadline, but without
+        validation, policy, cache, hooks or audit: its arguments are secrets that hooks must
+        never see."""
+        c = _Call(b, None, None, scope)
+        c.kwargs = kwargs
+        return await self._arun(c)
+
     async def _aprepare(self, c: _Call, args: Any) -> ToolResult | None:
         if not self._before:
             return self._prepare(c, args)

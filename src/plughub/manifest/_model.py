@@ -558,6 +558,32 @@ class CredentialSpec(FieldSpec):
     """Credentials are masked unless the manifest explicitly says otherwise."""
 
 
+def check_values(
+    fields: Mapping[str, FieldSpec], values: Mapping[str, Any], *, partial: bool = False
+) -> list[str]:
+    """Problems of ``values`` (settings or credentials) against the manifest's ``fields``:
+    unknown names, missing required ones (unless ``partial``), wrong types, values outside an
+    enum. Messages never quote a secret field's value."""
+    problems = []
+    for name, value in values.items():
+        spec = fields.get(name)
+        if spec is None:
+            known = ", ".join(sorted(fields)) or "none"
+            problems.append(f"unknown field {name!r} (the plugin declares: {known})")
+        elif value is None:
+            continue
+        elif not _matches(value, spec.type):
+            problems.append(f"{name!r} must be of type {spec.type!r}")
+        elif spec.enum is not None and value not in spec.enum:
+            shown = "" if spec.secret else f" {value!r} is not one of {spec.enum!r}"
+            problems.append(f"{name!r}: value not allowed{':' if shown else ''}{shown}")
+    if not partial:
+        for name, spec in fields.items():
+            if spec.required and values.get(name) in (None, "") and spec.default is None:
+                problems.append(f"{name!r} is required")
+    return problems
+
+
 def fields_json_schema(fields: Mapping[str, FieldSpec]) -> dict[str, Any]:
     """A JSON Schema object describing ``settings`` or ``credentials``.
 

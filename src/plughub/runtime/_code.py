@@ -9,9 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..sdk import Plugin
-from ..sdk._tool import MARK, ToolDef, build_tool, tools_of
+from ..sdk._tool import MARK, ToolDef, ToolMarker, build_tool, tools_of
 
-__all__ = ["LoadedCode", "code_from_object"]
+__all__ = ["VALIDATE_CREDENTIALS", "LoadedCode", "code_from_object", "credentials_validator"]
+
+#: The name the credential validator is called by (not a tool name: tools have no ':').
+VALIDATE_CREDENTIALS = "plughub:validate_credentials"
 
 
 @dataclass(slots=True)
@@ -30,6 +33,38 @@ class LoadedCode:
     fallback: Callable[[str], ToolDef | None] | None = None
     description: str | None = None
     version: str | None = None
+    validate_credentials: ToolDef | None = None
+    """The plugin's own credential check, callable like a tool with ``credentials``."""
+
+
+def credentials_validator(fn: Callable[[Any], Any]) -> ToolDef:
+    """Wrap a ``validate_credentials(credentials)`` function (sync or async) as a ToolDef, so
+    hosts and workers run it with the same machinery (deadline, errors) as a tool."""
+    if inspect.iscoroutinefunction(fn):
+
+        async def acheck(credentials: dict[str, Any]) -> bool:
+            await fn(credentials)
+            return True
+
+        return build_tool(acheck, ToolMarker(name=VALIDATE_CREDENTIALS))
+
+    def check(credentials: dict[str, Any]) -> bool:
+        value = fn(credentials)
+        if inspect.isawaitable(value):  # a sync method returning an awaitable: not supported
+            raise TypeError("validate_credentials must be a coroutine function to be async")
+        return True
+
+    return build_tool(check, ToolMarker(name=VALIDATE_CREDENTIALS))
+
+
+def _validator_of(obj: Any) -> ToolDef | None:
+    """A Plugin's overridden ``validate_credentials``, or a module's function of that name."""
+    if isinstance(obj, Plugin):
+        if type(obj).validate_credentials is Plugin.validate_credentials:
+            return None
+        return credentials_validator(obj.validate_credentials)
+    fn = getattr(obj, "validate_credentials", None) if inspect.ismodule(obj) else None
+    return credentials_validator(fn) if callable(fn) else None
 
 
 def _compat_adapter(obj: Any) -> Callable[[list[Any]], LoadedCode] | None:
@@ -63,6 +98,7 @@ def code_from_object(obj: Any) -> LoadedCode:
             setup=obj.setup,
             teardown=obj.teardown,
             description=obj.description or None,
+            validate_credentials=_validator_of(obj),
         )
     if inspect.ismodule(obj):
         own = [
@@ -75,7 +111,11 @@ def code_from_object(obj: Any) -> LoadedCode:
         ]
         if len(own) == 1:  # a single-file plugin written as a Plugin subclass
             return code_from_object(own[0])
-        return LoadedCode(tools=[build_tool(f, m) for f, m in tools_of(obj)], hook_objects=[obj])
+        return LoadedCode(
+            tools=[build_tool(f, m) for f, m in tools_of(obj)],
+            hook_objects=[obj],
+            validate_credentials=_validator_of(obj),
+        )
     if callable(obj) and getattr(obj, MARK, None) is not None:
         return LoadedCode(tools=[build_tool(obj)])
     if callable(obj):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import ClassVar
+from collections.abc import Awaitable, Mapping
+from typing import Any, ClassVar
 
 import pluggy
 
@@ -34,4 +34,13 @@ class Plugin:
 
     def teardown(self) -> Awaitable[None] | None:
         """Release what ``setup`` acquired."""
+        return None
+
+    def validate_credentials(self, credentials: Mapping[str, Any]) -> Awaitable[None] | None:
+        """Check credentials before they are stored (e.g. one cheap call to the service).
+
+        Raise ``ToolError`` (or any exception) with a message for the user when they do not
+        work; never put the values in it. Runs before a daemon saves a tenant's credentials,
+        after the manifest's own checks (required names present, no unknown names).
+        """
         return None

@@ -28,6 +28,7 @@ import orjson
 from ...host._pipeline import Bound, Pipeline
 from ...sdk import Blob, Context, FileAccess, Image, LogEntry, Progress, Text, ToolResult
 from ...sdk._results import ToolError
+from .._code import VALIDATE_CREDENTIALS
 from .._watchdog import watchdog
 from ._protocol import FrameDecoder, ProtocolError, encode
 
@@ -229,6 +230,8 @@ class Worker:
 
             dialer.set_invoker(invoke)
         self.tools = {td.spec.name: td for td in self.code.tools}
+        if self.code.validate_credentials is not None:  # called by name, never listed
+            self.tools[VALIDATE_CREDENTIALS] = self.code.validate_credentials
 
     def finish_start(self) -> None:
         """Run the plugin's ``setup`` (serving replies already), then announce the tools."""
@@ -252,10 +255,19 @@ class Worker:
                 "t": "ready",
                 "pid": os.getpid(),
                 "tools": [td.spec.to_dict() for td in code.tools],
+                # What the host's pipeline applies to the proxies (not part of the spec).
+                "options": {
+                    td.spec.name: {"timeout": td.timeout, "cacheable": td.cacheable}
+                    for td in code.tools
+                    if td.timeout is not None or td.cacheable is not None
+                },
                 "sandbox": self.report,
                 "version": code.version,
                 "description": code.description,
                 "aliases": code.aliases,
+                "validator": code.validate_credentials.spec.to_dict()
+                if code.validate_credentials is not None
+                else None,
             }
         )
 

@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -171,12 +171,21 @@ class WorkerRuntime:
             p.python = str(env.python)
         worker: WorkerProcess = self._run_coro(self._worker(p))
         ready = worker.ready
-        tools = [self._proxy(p, ToolSpec(**spec)) for spec in ready.get("tools", [])]
+        options = ready.get("options") or {}
+        tools = []
+        for spec in ready.get("tools", []):
+            td = self._proxy(p, ToolSpec(**spec))
+            extra = options.get(td.spec.name)
+            if extra:  # the tool's own @tool(timeout=, cacheable=)
+                td = replace(td, **extra)
+            tools.append(td)
+        validator = ready.get("validator")
         return LoadedCode(
             tools=tools,
             aliases=list(ready.get("aliases") or []),
             version=ready.get("version"),
             description=ready.get("description"),
+            validate_credentials=self._proxy(p, ToolSpec(**validator)) if validator else None,
         )
 
     # -- proxies -----------------------------------------------------------------------------
