@@ -13,9 +13,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev]'
 	@touch $(STAMP)
 
+# The daemon on its embedded defaults: a SQLite store, a credential key and the first start's
+# admin key in $(RUN_HOME), the example plugins, 127.0.0.1:8787. Ctrl-C stops it gracefully.
+RUN_HOME ?= $(CURDIR)/.plughub
 run: $(STAMP)
-	$(BIN)/plughub --plugins-dir examples/plugins list
-	$(BIN)/plughub --plugins-dir examples/plugins tools --format openai
+	PLUGHUB_HOME=$(RUN_HOME) $(BIN)/plughub serve --plugins-dir examples/plugins
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
@@ -35,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/worker.py
 	$(BIN)/python bench/env_install.py
 	$(BIN)/python bench/install.py
+	$(BIN)/python bench/http.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .plughub

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import StoreError
 from ..limits import LimitsBackends, create_backends
 from ..store import Keyring, Store, generate_key
 from ._config import ServerConfig
@@ -82,7 +83,10 @@ class Services:
         if config.api_keys or self.store.list_tenants():
             return None
         path = self.home / ADMIN_KEY_FILE
-        self.store.create_tenant(DEFAULT_TENANT, "created on first start")
+        try:
+            self.store.create_tenant(DEFAULT_TENANT, "created on first start")
+        except StoreError:  # another replica starting at the same time made it
+            return None
         new = self.store.tenant(DEFAULT_TENANT).create_key("admin", "bootstrap")
         path.unlink(missing_ok=True)  # a stale key file from a deleted database
         _write_private(path, new.token + "\n")
