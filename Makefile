@@ -37,7 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/worker.py
 	$(BIN)/python bench/env_install.py
 	$(BIN)/python bench/install.py
-	$(BIN)/python bench/http.py
+	$(BIN)/python bench/http_api.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .plughub

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A plughub home for what starts before the per-test one (module-scoped servers): never
+    the developer's own home, store or credential key."""
+    os.environ["PLUGHUB_HOME"] = str(tmp_path_factory.mktemp("plughub-session-home"))
+    for var in ("PLUGHUB_STORE_URL", "PLUGHUB_REDIS_URL", "PLUGHUB_SECRET_KEY", "PLUGHUB_SECRET_KEY_FILE"):
+        os.environ.pop(var, None)
 
 
 @pytest.fixture(autouse=True)

@@ -237,7 +237,9 @@ class Pipeline:
             refusal = self._policy(c)
             if refusal is not None:
                 return refusal
-        if b.limiter is not None:
+        # A scoped call's rate is the daemon's to count (per tenant, shared by replicas): one
+        # budget in this host would let one tenant use up every other's.
+        if b.limiter is not None and c.scope is None:
             wait = b.limiter.acquire()
             if wait:
                 return _error(

@@ -17,17 +17,23 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from .. import __version__
-from ._auth import Authenticator, StaticAuthenticator
+from ._admin import admin_router
+from ._auth import Authenticator, StaticAuthenticator, StoreAuthenticator
 from ._compat import dialer_router, dify_router
 from ._config import ServerConfig, load_config
 from ._deps import key_problem
 from ._errors import JSONBody, install_error_handlers
+from ._limits import LimitsRateLimit
 from ._metrics import Metrics
-from ._middleware import BodyLimitMiddleware, MetricsMiddleware, TimeLimitMiddleware
-from ._policy import AllPlugins, PluginVisibility, RateLimit, no_rate_limit
+from ._middleware import MetricsMiddleware, TimeLimitMiddleware
+from ._packages import PackageBodyLimit, packages_router
+from ._policy import PluginVisibility, RateLimit
 from ._routes import health_router, metrics_router, v1_router
 from ._services import Services, build_services
 from ._state import HostFactory, ServerState, build_host
+from ._sync import HostSync
+from ._tasks import start_package_runner
+from ._tenancy import TenantVisibility
 
 __all__ = ["create_app", "run"]
 
@@ -56,29 +62,32 @@ def create_app(
     Args:
         config: server settings; default ``load_config()`` (``PLUGHUB_*`` variables).
         authenticator: turns API keys into principals; default the configured ``api_keys``
-            (``StaticAuthenticator``). The store's hashed keys plug in here.
-        rate_limit: asked once per authenticated request; default allows everything.
-        visibility: which plugins each tenant sees; default all of them.
+            and the store's keys (``StoreAuthenticator``).
+        rate_limit: asked per authenticated request and per call; default the rates of
+            ``config.limits`` (``LimitsRateLimit``).
+        visibility: which plugins each tenant sees; default the store's installations
+            (``TenantVisibility``).
         host_factory: builds the ``PluginHost`` from the config (at startup, on the server's
             loop); default ``build_host``.
         services: the store and limits backends to use (the caller closes them); default
             ``build_services(config)`` at startup, closed at shutdown.
     """
     config = config if config is not None else load_config()
-    if authenticator is None:
-        static = StaticAuthenticator.from_config(config)
-        if not len(static):
-            log.warning(
-                "no API keys configured (PLUGHUB_API_KEYS or api_keys in the config file): "
-                "every authenticated endpoint will answer 401"
-            )
-        authenticator = static
     metrics = Metrics()
+
+    def services_now() -> Services | None:
+        return state.services
+
     state = ServerState(
         config,
-        authenticator,
-        rate_limit or no_rate_limit,
-        visibility or AllPlugins(),
+        authenticator
+        or StoreAuthenticator(
+            StaticAuthenticator.from_config(config),
+            lambda: s.store if (s := services_now()) else None,
+        ),
+        rate_limit
+        or LimitsRateLimit(lambda: s.limits if (s := services_now()) else None, lambda: state.host),
+        visibility or TenantVisibility(lambda: state.host, lambda: state.tenancy),
         metrics,
         host_factory or build_host,
     )
@@ -89,21 +98,27 @@ def create_app(
         svc: Services = (
             await asyncio.to_thread(build_services, config) if services is None else services
         )
-        state.services = svc
+        await state.attach(svc)
         try:
             await asyncio.to_thread(svc.bootstrap_admin, config)
             host = state.host_factory(config)
             async with host:  # adopts this loop: worker calls skip a thread hop
                 state.host = host
+                state.sync = HostSync(host, svc.limits.notifier)
+                await state.sync.start()
+                runner = await start_package_runner(app, state)
                 state.ready = True
                 log.info("plughub server ready: %d plugin(s)", len(host.plugins()))
                 try:
                     yield
                 finally:
                     state.ready = False
+                    await runner.stop(config.graceful_timeout)
                     await state.drain(config.graceful_timeout)
+                    await state.sync.stop()
             state.host = None
         finally:
+            await state.detach()  # writes the audit rows still queued
             if own:
                 await svc.aclose()
             state.services = None
@@ -123,13 +138,15 @@ def create_app(
     if config.metrics:
         app.include_router(metrics_router)
     app.include_router(v1_router)
+    app.include_router(admin_router)
+    app.include_router(packages_router)
     if config.compat_dialer:
         app.include_router(dialer_router)
     if config.compat_dify:
         app.include_router(dify_router)
     # Added last = outermost: metrics see every response, 413s and 504s included.
     app.add_middleware(TimeLimitMiddleware, limit=config.request_timeout)
-    app.add_middleware(BodyLimitMiddleware, limit=config.max_body_bytes)
+    app.add_middleware(PackageBodyLimit, limit=config.max_body_bytes)  # uploads: their own
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 

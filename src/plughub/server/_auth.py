@@ -1,8 +1,9 @@
 """Who is calling: ``Principal``, the ``Authenticator`` protocol and roles.
 
 The daemon asks an ``Authenticator`` to turn a bearer token into a ``Principal`` (tenant, key,
-role). ``StaticAuthenticator`` serves keys from the configuration (``PLUGHUB_API_KEYS``) until
-the store's hashed keys replace it; anything with an ``async authenticate(token)`` method can.
+role). ``StaticAuthenticator`` serves keys from the configuration (``PLUGHUB_API_KEYS``);
+``StoreAuthenticator`` (the default) accepts those and the store's hashed keys; anything with
+an ``async authenticate(token)`` method can.
 
 Roles grant scopes (``ROLE_SCOPES``); every endpoint needs one scope:
 
@@ -13,13 +14,21 @@ Roles grant scopes (``ROLE_SCOPES``); every endpoint needs one scope:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+from ..errors import StoreError
 from ._config import ALL_TENANTS, ApiKeySpec, ServerConfig
+from ._errors import ApiError
+
+if TYPE_CHECKING:
+    from ..store import Store
 
 __all__ = [
     "ALL_TENANTS",
@@ -28,6 +37,7 @@ __all__ = [
     "Principal",
     "Scope",
     "StaticAuthenticator",
+    "StoreAuthenticator",
 ]
 
 Scope = Literal["read", "tools", "invoke", "configure", "admin"]
@@ -106,3 +116,99 @@ class StaticAuthenticator:
             if hmac.compare_digest(known, digest):
                 found = principal
         return found
+
+
+#: How store tokens start (``phk_<key id>_<secret>``): other tokens never cost a database read.
+STORE_TOKEN_PREFIX = "phk_"
+_MAX_TOKEN = 256
+_MAX_CACHED = 10_000
+
+
+class StoreAuthenticator:
+    """Configured keys first (``static``), then the store's hashed keys.
+
+    A store key that authenticated is remembered for ``ttl`` seconds (at most 1), under the
+    sha256 of the token, never the token, so a busy client does not cost a database read per
+    request. Revocation is seen by every replica within ``ttl``: the cache is also dropped on a
+    ``keys``/``tenants`` notification and on this replica's own revocations (``invalidate``).
+    ``store`` is called per lookup: the store exists only while the app runs.
+    """
+
+    def __init__(
+        self,
+        static: StaticAuthenticator | None,
+        store: Callable[[], Store | None],
+        *,
+        ttl: float = 1.0,
+    ) -> None:
+        if not 0 <= ttl <= 1.0:
+            raise ValueError("the key cache ttl must be between 0 and 1 second")
+        self.static = static
+        self._store = store
+        self.ttl = ttl
+        self._cache: dict[bytes, tuple[float, Principal]] = {}
+        self._lock = threading.Lock()
+        self._gen = 0
+
+    def __len__(self) -> int:
+        return len(self.static) if self.static is not None else 0
+
+    async def authenticate(self, token: str) -> Principal | None:
+        if self.static is not None:
+            found = await self.static.authenticate(token)
+            if found is not None:
+                return found
+        if not token.startswith(STORE_TOKEN_PREFIX) or len(token) > _MAX_TOKEN:
+            return None
+        digest = _digest(token)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(digest)
+            gen = self._gen
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        store = self._store()
+        if store is None:
+            return None
+        try:
+            info = await asyncio.to_thread(store.authenticate, token)
+        except StoreError:
+            raise ApiError(
+                503,
+                "cannot check the API key: the store is unavailable",
+                "store_unavailable",
+                {"Retry-After": "1"},
+            ) from None
+        if info is None:
+            return None
+        principal = Principal(info.tenant_id, info.key_id, info.role)
+        with self._lock:
+            if gen == self._gen and self.ttl > 0:
+                if len(self._cache) >= _MAX_CACHED:
+                    self._cache.clear()
+                self._cache[digest] = (time.monotonic() + self.ttl, principal)
+        return principal
+
+    def invalidate(self, *, tenant: str | None = None, key_id: str | None = None) -> None:
+        """Forget cached keys: one key, a tenant's, or (neither given) all of them."""
+        with self._lock:
+            self._gen += 1
+            if tenant is None and key_id is None:
+                self._cache.clear()
+                return
+            for digest, (_, p) in list(self._cache.items()):
+                if p.key_id == key_id or (key_id is None and p.tenant_id == tenant):
+                    del self._cache[digest]
+
+    def on_message(self, message: Mapping[str, Any]) -> None:
+        """A change notification: revoked keys and deleted tenants stop working at once."""
+        topic = message.get("topic")
+        if topic not in ("keys", "tenants", "resync"):
+            return
+        key_id, tenant = message.get("key_id"), message.get("tenant")
+        if topic == "keys" and isinstance(key_id, str):
+            self.invalidate(key_id=key_id)
+        elif topic == "tenants" and isinstance(tenant, str):
+            self.invalidate(tenant=tenant)
+        else:
+            self.invalidate()

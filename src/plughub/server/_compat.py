@@ -100,7 +100,7 @@ async def dialer_invoke(
                     "tool_not_found",
                 ) from None
             raise
-    result = await state.invoke(principal.caller, b, body.context, None)
+    result = await state.invoke(principal, b, body.context, None)
     if not result.is_error:
         value = result.structured
         if value is None and result.content:
@@ -312,13 +312,16 @@ async def dify_tool_invoke(
 ) -> Response:
     """What the Dify API calls to run a plugin tool. ``data.provider`` must be the plugin's
     name; ``data.tool_parameters`` are the arguments; ``data.credentials`` are ignored (the
-    server's configured credentials apply). The key's tenant must be ``tenant_id`` (or ``*``)."""
+    tenant's stored credentials apply). The key's tenant must be ``tenant_id``, or ``*`` (the
+    tenant is then created in the store on its first call)."""
     if not principal.acts_for(tenant_id):
         raise ApiError(403, f"this API key may not act for tenant {tenant_id!r}", "forbidden")
     if not x_plugin_id:
         raise ApiError(400, "missing header X-Plugin-ID (author/name)", "bad_request")
     plugin_id = x_plugin_id.split(":", 1)[0].strip()  # tolerate author/name:version@checksum
     state = state_of(request)
+    if principal.tenant_id != tenant_id:  # an all-tenants key: Dify workspaces come and go
+        await state.ensure_tenant(tenant_id)
     b = await state.resolve(tenant_id, plugin_id, body.data.tool)
     pname = b.plugin_id.rsplit("/", 1)[-1]
     provider = body.data.provider
@@ -326,5 +329,5 @@ async def dify_tool_invoke(
         raise ApiError(
             404, f"tool provider {provider!r} not found in plugin {b.plugin_id!r}", "not_found"
         )
-    events = state.stream(f"tenant:{tenant_id}", b, body.data.tool_parameters, None)
+    events = await state.stream(principal, b, body.data.tool_parameters, None, tenant=tenant_id)
     return StreamResponse(_dify_stream(events), media_type=SSE)

@@ -60,6 +60,11 @@ ENV_VARS: dict[str, str] = {
     "PLUGHUB_METRICS": "metrics",
     "PLUGHUB_DOCS": "docs",
     "PLUGHUB_LOG_LEVEL": "log_level",
+    "PLUGHUB_MAX_PACKAGE_BYTES": "max_package_bytes",
+    "PLUGHUB_ALLOW_UNSIGNED": "allow_unsigned",
+    "PLUGHUB_PACKAGE_INDEXES": "package_indexes",
+    "PLUGHUB_GIT_HOSTS": "git_hosts",
+    "PLUGHUB_TASK_LEASE_SECONDS": "task_lease_seconds",
 }
 
 
@@ -175,6 +180,18 @@ class ServerConfig(BaseModel):
     """Serve the interactive API docs (``/docs``, ``/redoc``); ``/openapi.json`` always."""
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
     """uvicorn's log level."""
+    max_package_bytes: int = Field(64 << 20, ge=1)
+    """Largest ``.plughub`` upload (``POST /v1/packages``); it replaces ``max_body_bytes`` there."""
+    allow_unsigned: bool = False
+    """Install unsigned packages (uploads, index entries, every git source)."""
+    allow_inprocess: bool = False
+    """Let tenants grant ``runtime:inprocess`` (plugins running unisolated inside the daemon)."""
+    package_indexes: list[str] = Field(default_factory=list)
+    """Indexes (URLs, folders) tenants may install from; the first is the default."""
+    git_hosts: list[str] = Field(default_factory=list)
+    """Hosts of the ``https://`` git repositories tenants may install from (none: no git)."""
+    task_lease_seconds: float = Field(60.0, ge=1, le=3600, allow_inf_nan=False)
+    """How long a replica owns a package task without renewing it (renewed every third)."""
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -185,7 +202,7 @@ class ServerConfig(BaseModel):
             return [_split_key(x) if isinstance(x, str) else x for x in v]
         return v
 
-    @field_validator("plugins_dirs", "deny", mode="before")
+    @field_validator("plugins_dirs", "deny", "package_indexes", "git_hosts", mode="before")
     @classmethod
     def _split_lists(cls, v: Any) -> Any:
         return [p for p in v.split(",") if p.strip()] if isinstance(v, str) else v

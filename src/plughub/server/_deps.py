@@ -78,7 +78,8 @@ async def _authorize(
                 f"(roles allowed: {_GRANTED_BY[scope]})",
                 "forbidden",
             )
-        await state.check_rate(principal, scope, _resource(request))
+        if scope != "invoke":  # calls are charged when they start, for the plugin they run
+            await state.check_rate(principal, scope, _resource(request))
     request.state.principal = principal
     return principal
 

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "CredentialsIn",
     "DialerInvokeRequest",
     "DifyInvokeRequest",
     "DifyToolInvokeData",
     "ErrorBody",
     "Health",
+    "InstallationPatch",
     "InvokeRequest",
     "InvokeResult",
+    "KeyIn",
     "PluginDetail",
     "PluginSummary",
     "Readiness",
+    "TenantIn",
     "ToolOut",
     "ToolsOut",
     "WhoAmI",
@@ -156,3 +160,47 @@ class DifyInvokeRequest(BaseModel):
     endpoint_id: str | None = None
     context: dict[str, Any] | None = None
     data: DifyToolInvokeData
+
+
+# -- management (docs/operators/tenants.md) ------------------------------------------------------
+
+
+class TenantIn(BaseModel):
+    """``POST /v1/tenants``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="1-64 characters of a-z, 0-9, '_' and '-'.")
+    name: str = Field(default="", max_length=200)
+
+
+class KeyIn(BaseModel):
+    """``POST /v1/tenants/{tenant}/keys``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["admin", "member", "invoke"]
+    name: str = Field(default="", max_length=200, description="A label for listings.")
+
+
+class InstallationPatch(BaseModel):
+    """``PATCH /v1/tenants/{tenant}/installations/{author}/{name}``: fields left out keep
+    their value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool | None = None
+    settings: dict[str, Any] | None = Field(
+        default=None, description="Replaces the settings (non-secret values only)."
+    )
+    granted: list[str] | None = Field(
+        default=None, description="Replaces the granted permissions (admin keys only)."
+    )
+
+
+class CredentialsIn(BaseModel):
+    """``PUT .../credentials``: the named credentials are set; others are kept."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    credentials: dict[str, str] = Field(min_length=1)

@@ -223,7 +223,7 @@ async def invoke(
     state = state_of(request)
     b = await _resolve_call(request, principal, author, name, tool)
     body = body or InvokeRequest()
-    result = await state.invoke(principal.caller, b, body.arguments, body.timeout)
+    result = await state.invoke(principal, b, body.arguments, body.timeout)
     return JSONBody(result.to_dict())
 
 
@@ -287,5 +287,5 @@ async def invoke_stream(
     state = state_of(request)
     b = await _resolve_call(request, principal, author, name, tool)
     body = body or InvokeRequest()
-    events = state.stream(principal.caller, b, body.arguments, body.timeout)
+    events = await state.stream(principal, b, body.arguments, body.timeout)
     return StreamResponse(_encode(events, kind), media_type=kind)

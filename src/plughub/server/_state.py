@@ -12,18 +12,25 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from typing import Any
 
-from ..errors import PluginDisabled, PluginNotFound, ToolNotFound, UsageError
-from ..host import Bound, PluginHost, PluginInfo
-from ..sdk import LogEntry, Progress, ToolResult
-from ._auth import Authenticator, Principal
+import orjson
+
+from ..errors import PluginDisabled, PluginNotFound, StoreError, ToolNotFound, UsageError
+from ..host import Bound, CallScope, PluginHost, PluginInfo
+from ..limits import Lease
+from ..sdk import AuditEvent, LogEntry, Progress, ToolResult
+from ._auth import ALL_TENANTS, Authenticator, Principal
 from ._config import ServerConfig
 from ._errors import ApiError
+from ._limits import CallGate
 from ._metrics import Metrics
 from ._policy import PluginVisibility, RateDecision, RateLimit
 from ._services import Services, server_home
+from ._sync import HostSync
+from ._tenancy import AuditEntry, AuditWriter, Tenancy, store_plugin_id, store_tenant_id
 
 __all__ = ["HostFactory", "ServerState", "build_host"]
 
@@ -53,6 +60,14 @@ def outcome_of(result: ToolResult) -> str:
     return (result.reason or "error") if result.is_error else "ok"
 
 
+def _json_size(value: Any) -> int:
+    """Bytes of ``value`` as compact JSON (what the audit log records as sizes)."""
+    try:
+        return len(orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS))
+    except TypeError:
+        return 0
+
+
 class ServerState:
     """One per app (``app.state.plughub``)."""
 
@@ -74,6 +89,13 @@ class ServerState:
         self.host: PluginHost | None = None
         self.services: Services | None = None
         """The store and limits backends (set while the app runs)."""
+        self.tenancy: Tenancy | None = None
+        """Per-tenant installations and call scopes (set while the app runs)."""
+        self.audit: AuditWriter | None = None
+        self.gate: CallGate | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self.sync: HostSync | None = None
+        """Refreshes the host when installs change the home (set while the app runs)."""
         self.ready = False
         self._calls = 0
         self._idle = asyncio.Event()
@@ -97,6 +119,67 @@ class ServerState:
             log.warning("%d call(s) still running at shutdown", self._calls)
             return False
         return True
+
+    async def attach(self, services: Services) -> None:
+        """Start serving tenants from ``services``: caches that follow change notifications,
+        the audit writer, the concurrency gate; tenants of configured keys exist in the store."""
+        self.services = services
+        self.tenancy = Tenancy(services.store)
+        self.gate = CallGate(services.limits)
+        listeners = [self.tenancy.on_message]
+        on_message = getattr(self.authenticator, "on_message", None)
+        if callable(on_message):
+            listeners.append(on_message)
+
+        def listen(message: Mapping[str, Any]) -> None:
+            for listener in listeners:
+                listener(message)
+
+        self._unsubscribe = services.limits.notifier.subscribe(listen)
+        for tenant in {k.tenant for k in self.config.api_keys} - {ALL_TENANTS}:
+            await self.tenancy.ensure_tenant(store_tenant_id(tenant))
+        self.audit = AuditWriter(services.store, self.metrics.registry)
+
+    async def detach(self) -> None:
+        """Write the audit rows still queued and stop following notifications."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self.audit is not None:
+            await asyncio.to_thread(self.audit.close)
+            self.audit = None
+        self.tenancy = None
+        self.gate = None
+        self.services = None
+
+    async def ensure_tenant(self, tenant: str) -> None:
+        """Create ``tenant`` in the store if it is not there (an all-tenants key acting for it)."""
+        if self.tenancy is None:
+            return
+        try:
+            await self.tenancy.ensure_tenant(store_tenant_id(tenant))
+        except StoreError as e:
+            log.warning("cannot create tenant %s: %s", tenant, e.reason)
+            raise ApiError(
+                503,
+                "the store is unavailable; retry later",
+                "store_unavailable",
+                {"Retry-After": "1"},
+            ) from None
+
+    def invalidate(self, tenant: str | None = None, plugin: str | None = None) -> None:
+        """After this replica's own write: drop the caches a notification would drop on the
+        others (a notifier does not deliver a replica's messages to itself)."""
+        if self.tenancy is not None:
+            self.tenancy.invalidate(tenant, plugin)
+
+    async def publish(self, topic: str, tenant: str, **extra: Any) -> None:
+        """Tell the other replicas what changed (after invalidating locally)."""
+        services = self.require_services()
+        try:
+            await services.limits.notifier.apublish(topic, {"tenant": tenant, **extra})
+        except Exception as e:  # the change is stored; other replicas catch up by ttl
+            log.warning("could not publish a %s change notification: %s", topic, e)
 
     def _enter_call(self) -> None:
         self._calls += 1
@@ -216,44 +299,166 @@ class ServerState:
 
     # -- calls -------------------------------------------------------------------------------
 
+    async def _admit(
+        self, principal: Principal, tenant: str, b: Bound
+    ) -> tuple[CallScope | None, Lease | None]:
+        """Before a call starts: its rate (429), a concurrency slot (429) and its scope.
+
+        ``tenant`` is whom the call is for: the principal's own tenant, or the one an
+        all-tenants key names (Dify's path). An all-tenants key on a route without a tenant
+        acts as the operator: no scope (the host's own settings, credentials and storage).
+        """
+        acting = (
+            principal
+            if tenant == principal.tenant_id
+            else Principal(tenant, principal.key_id, principal.role)
+        )
+        await self.check_rate(acting, "invoke", f"{b.plugin_id}.{b.name}")
+        lease = await self.gate.enter(tenant) if self.gate is not None else None
+        try:
+            scope = None
+            if tenant != ALL_TENANTS and self.tenancy is not None:
+                scope = await self._scope(tenant, b)
+        except BaseException:
+            await self._leave_gate(lease)
+            raise
+        return scope, lease
+
+    async def _scope(self, tenant: str, b: Bound) -> CallScope:
+        assert self.tenancy is not None
+        sid = store_tenant_id(tenant)
+        info = next((p for p in self.require_host().plugins() if p.id == b.plugin_id), None)
+        if info is None:
+            raise ApiError(404, f"no plugin {b.plugin_id!r}", "plugin_not_found")
+        try:
+            return await self.tenancy.scope(sid, info)
+        except StoreError as e:
+            log.warning("cannot read tenant %s's plugin configuration: %s", sid, e.reason)
+            raise ApiError(
+                503,
+                "the store is unavailable; retry later",
+                "store_unavailable",
+                {"Retry-After": "1"},
+            ) from None
+
+    async def _leave_gate(self, lease: Lease | None) -> None:
+        if self.gate is not None and lease is not None:
+            await self.gate.leave(lease)
+
+    def _audit(
+        self,
+        principal: Principal,
+        tenant: str,
+        b: Bound,
+        args: Mapping[str, Any],
+        result: ToolResult | None,
+        outcome: str,
+        started: float,
+        seconds: float,
+        call_id: str,
+    ) -> None:
+        if self.audit is None or tenant == ALL_TENANTS:
+            return
+        event = AuditEvent(
+            call_id=call_id,
+            plugin_id=store_plugin_id(b.plugin_id),
+            tool=b.name,
+            caller=f"tenant:{tenant}",
+            started=started,
+            duration=seconds,
+            outcome=outcome,
+            arg_bytes=_json_size(args),
+            result_bytes=_json_size(result.to_dict()) if result is not None else 0,
+            cached=bool(result is not None and result.meta and result.meta.get("cached")),
+        )
+        schema = b.tool.spec.input_schema
+        self.audit.submit(
+            AuditEntry(store_tenant_id(tenant), principal.key_id, event, args, schema)
+        )
+
     async def invoke(
-        self, principal_caller: str, b: Bound, args: Mapping[str, Any], timeout: float | None
+        self,
+        principal: Principal,
+        b: Bound,
+        args: Mapping[str, Any],
+        timeout: float | None,
+        *,
+        tenant: str | None = None,
     ) -> ToolResult:
+        """Run one call for ``tenant`` (default: the principal's) and audit it."""
+        tenant = principal.tenant_id if tenant is None else tenant
+        scope, lease = await self._admit(principal, tenant, b)
         host = self.require_host()
         self._enter_call()
-        start = time.perf_counter()
+        call_id = uuid.uuid4().hex
+        started, start = time.time(), time.perf_counter()
         outcome = "cancelled"
+        result: ToolResult | None = None
         try:
             result = await host.ainvoke(
-                b.plugin_id, b.name, args, caller=principal_caller, timeout=timeout
+                b.plugin_id,
+                b.name,
+                args,
+                caller=f"tenant:{tenant}",
+                timeout=timeout,
+                scope=scope,
             )
             outcome = outcome_of(result)
             return result
         finally:
+            seconds = time.perf_counter() - start
             self._leave_call()
-            self.metrics.observe_call(b.plugin_id, outcome, time.perf_counter() - start)
+            self.metrics.observe_call(b.plugin_id, outcome, seconds)
+            self._audit(principal, tenant, b, args, result, outcome, started, seconds, call_id)
+            await self._leave_gate(lease)
 
     async def stream(
-        self, principal_caller: str, b: Bound, args: Mapping[str, Any], timeout: float | None
+        self,
+        principal: Principal,
+        b: Bound,
+        args: Mapping[str, Any],
+        timeout: float | None,
+        *,
+        tenant: str | None = None,
     ) -> AsyncIterator[Any]:
-        """The call's events, ending with its ``ToolResult``; closing it cancels the call.
+        """Admit the call now (so a refusal is an HTTP error, not a broken stream), then its
+        events, ending with its ``ToolResult``; closing the iterator cancels the call.
 
         A streaming (generator) tool's chunks pass as they come. For any other tool the host
         emits the result's content just before the result; it is held back here and sent only
         when the call succeeded, so an error's text never shows up as ordinary content.
         """
+        tenant = principal.tenant_id if tenant is None else tenant
+        scope, lease = await self._admit(principal, tenant, b)
+        return _Released(
+            self._events(principal, tenant, b, args, timeout, scope),
+            lambda: self._leave_gate(lease),
+        )
+
+    async def _events(
+        self,
+        principal: Principal,
+        tenant: str,
+        b: Bound,
+        args: Mapping[str, Any],
+        timeout: float | None,
+        scope: CallScope | None,
+    ) -> AsyncIterator[Any]:
         host = self.require_host()
         streaming = b.kind in ("gen", "agen")
         self._enter_call()
-        start = time.perf_counter()
+        call_id = uuid.uuid4().hex
+        started, start = time.time(), time.perf_counter()
         outcome = "cancelled"
+        final: ToolResult | None = None
         try:
             events = host.astream(
-                b.plugin_id, b.name, args, caller=principal_caller, timeout=timeout
+                b.plugin_id, b.name, args, caller=f"tenant:{tenant}", timeout=timeout, scope=scope
             )
             async with contextlib.aclosing(events) as events:  # type: ignore[type-var]
                 async for event in events:
                     if isinstance(event, ToolResult):
+                        final = event
                         outcome = outcome_of(event)
                         if not streaming and not event.is_error:
                             for item in event.content:
@@ -262,5 +467,39 @@ class ServerState:
                         continue
                     yield event
         finally:
+            seconds = time.perf_counter() - start
             self._leave_call()
-            self.metrics.observe_call(b.plugin_id, outcome, time.perf_counter() - start)
+            self.metrics.observe_call(b.plugin_id, outcome, seconds)
+            self._audit(principal, tenant, b, args, final, outcome, started, seconds, call_id)
+
+
+class _Released:
+    """An async iterator that runs ``release`` once when closed or exhausted, even if it was
+    never iterated (a client gone before the first event must not keep its slot)."""
+
+    def __init__(self, inner: AsyncIterator[Any], release: Callable[[], Awaitable[None]]) -> None:
+        self._inner = inner
+        self._release: Callable[[], Awaitable[None]] | None = release
+
+    def __aiter__(self) -> _Released:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self._inner.__anext__()
+        except StopAsyncIteration:
+            await self._done()
+            raise
+
+    async def _done(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            await release()
+
+    async def aclose(self) -> None:
+        try:
+            aclose = getattr(self._inner, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        finally:
+            await self._done()

@@ -18,7 +18,10 @@ without wrk, a Python load generator on raw keep-alive sockets (slower: it measu
 servers' ceiling). Figures: requests/s, p50, p99 per server and concurrency, and the ratio
 plughub/bare of requests/s (median over rounds). Goal: >= 0.6x at both concurrencies.
 
-Usage: ``python bench/http.py [--quick] [--json] [--rounds N] [--duration S]``
+(Not ``bench/http.py``: scripts run from ``bench/`` would import it as the standard library's
+``http`` package.)
+
+Usage: ``python bench/http_api.py [--quick] [--json] [--rounds N] [--duration S]``
 """
 
 from __future__ import annotations
@@ -204,10 +207,6 @@ def start_servers(tmp: Path) -> tuple[Server, Server]:
 
 def check_answer(server: Server) -> None:
     """One request with a real HTTP client: the answer must be the tool's result."""
-    # This file is named like the standard library's ``http`` package: keep its folder off
-    # the path so that httpx's ``import http.client`` finds the real one.
-    here = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
     import httpx
 
     r = httpx.post(

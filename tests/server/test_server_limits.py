@@ -1,0 +1,113 @@
+"""Rate limits and concurrency of calls, from config.limits, answered as 429/503."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from _daemon import auth, serving
+from fastapi import FastAPI
+
+from plughub.limits import LimitsConfig
+
+pytestmark = pytest.mark.anyio
+
+HELLO = "/v1/plugins/acme/greet/tools/hello/invoke"
+SLOW = "/v1/plugins/acme/greet/tools/slow/invoke"
+
+
+async def test_tenant_rate_refuses_calls_with_retry_after_but_not_reads(
+    make_app: Callable[..., FastAPI],
+) -> None:
+    app = make_app(limits=LimitsConfig(tenant_rate="2/minute"))
+    async with serving(app) as c:
+        codes = [
+            (await c.post(HELLO, json={"arguments": {"name": "x"}}, headers=auth())).status_code
+            for _ in range(3)
+        ]
+        assert codes == [200, 200, 429]
+        r = await c.post(HELLO, json={"arguments": {"name": "x"}}, headers=auth())
+        assert r.json()["code"] == "rate_limited" and int(r.headers["retry-after"]) >= 1
+        assert (await c.get("/v1/plugins", headers=auth())).status_code == 200
+        # Another tenant has its own budget; the AI-Dialer path is charged too.
+        r = await c.post(HELLO, json={"arguments": {"name": "x"}}, headers=auth("other"))
+        assert r.status_code == 200
+        r = await c.post(
+            "/api/plugins/invoke",
+            json={"plugin": "NoteTaker", "context": {"text": "t"}},
+            headers=auth(),
+        )
+        assert r.status_code == 429 and "error" in r.json()
+
+
+async def test_operator_plugin_override_wins_over_defaults(
+    make_app: Callable[..., FastAPI],
+) -> None:
+    limits = LimitsConfig(tenant_rate="unlimited", plugins={"acme/greet": "1/minute"})
+    async with serving(make_app(limits=limits)) as c:
+        assert (
+            await c.post(HELLO, json={"arguments": {"name": "x"}}, headers=auth())
+        ).status_code == 200
+        assert (
+            await c.post(HELLO, json={"arguments": {"name": "x"}}, headers=auth())
+        ).status_code == 429
+        r = await c.post(
+            "/api/plugins/invoke",
+            json={"plugin": "NoteTaker", "context": {"text": "t"}},
+            headers=auth(),
+        )
+        assert r.status_code == 200  # another plugin, not limited
+
+
+async def test_concurrent_calls_per_tenant_are_capped(
+    make_app: Callable[..., FastAPI], tmp_path: Path
+) -> None:
+    app = make_app(limits=LimitsConfig(max_concurrent_calls=1))
+    async with serving(app) as c:
+        slow = asyncio.create_task(
+            c.post(SLOW, json={"arguments": {"seconds": 1.0}}, headers=auth())
+        )
+        for _ in range(100):
+            if app.state.plughub.calls_in_flight:
+                break
+            await asyncio.sleep(0.01)
+        r = await c.post(HELLO, json={"arguments": {"name": "x"}}, headers=auth())
+        assert r.status_code == 429 and r.json()["code"] == "too_many_calls"
+        assert "retry-after" in r.headers
+        r = await c.post(HELLO, json={"arguments": {"name": "x"}}, headers=auth("other"))
+        assert r.status_code == 200  # another tenant
+        assert (await slow).status_code == 200
+        # The slot is back once the call ended (streams too).
+        r = await c.post(HELLO, json={"arguments": {"name": "x"}}, headers=auth())
+        assert r.status_code == 200
+        r = await c.post(
+            "/v1/plugins/acme/greet/tools/count/invoke-stream",
+            json={"arguments": {"n": 1}},
+            headers=auth(),
+        )
+        assert r.status_code == 200
+        r = await c.post(HELLO, json={"arguments": {"name": "x"}}, headers=auth())
+        assert r.status_code == 200
+
+
+async def test_a_failed_backend_fails_closed_with_503(make_app: Callable[..., FastAPI]) -> None:
+    limits = LimitsConfig(backend="redis", redis_url="redis://127.0.0.1:1/0", redis_timeout=0.2)
+    async with serving(make_app(limits=limits)) as c:
+        r = await c.post(HELLO, json={"arguments": {"name": "x"}}, headers=auth())
+        assert r.status_code == 503
+        assert "unavailable" in r.json()["detail"] and r.json()["code"] == "limits_unavailable"
+        assert (await c.get("/v1/plugins", headers=auth())).status_code == 200
+
+
+async def test_a_failed_backend_can_be_told_to_allow(make_app: Callable[..., FastAPI]) -> None:
+    limits = LimitsConfig(
+        backend="redis",
+        redis_url="redis://127.0.0.1:1/0",
+        redis_timeout=0.2,
+        on_backend_error="allow",
+    )
+    async with serving(make_app(limits=limits)) as c:
+        r = await c.post(HELLO, json={"arguments": {"name": "x"}}, headers=auth())
+        assert r.status_code == 200
