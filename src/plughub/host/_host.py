@@ -713,7 +713,7 @@ class PluginHost:
         scope: CallScope | None = None,
     ) -> ToolResult:
         """Call a tool from async code; sync tools run in a thread, never on the loop."""
-        b = await self._aresolve(plugin, tool)
+        b = await self.aresolve(plugin, tool)
         return await self._pipeline.ainvoke(b, args, caller, timeout, scope)
 
     async def avalidate_credentials(self, plugin: str, credentials: Mapping[str, Any]) -> None:
@@ -741,8 +741,9 @@ class PluginHost:
         if result.is_error:
             raise CredentialsInvalid(rec.id, [result.text or result.reason or "refused"])
 
-    async def _aresolve(self, plugin: str, tool: str | None) -> Bound:
-        """``resolve`` without blocking the loop: a first use may import code or start a worker."""
+    async def aresolve(self, plugin: str, tool: str | None = None) -> Bound:
+        """``resolve`` from async code: answered at once once the tool was resolved before; a
+        first use (which may import code or start a worker) runs in a thread."""
         hit = self._tool_index.get((plugin, tool))
         if hit is not None:
             return hit
@@ -771,7 +772,7 @@ class PluginHost:
         timeout: float | None,
         scope: CallScope | None,
     ) -> AsyncIterator[Any]:
-        b = await self._aresolve(plugin, tool)
+        b = await self.aresolve(plugin, tool)
         events = self._pipeline.astream(b, args, caller, timeout, scope)
         async with contextlib.aclosing(events) as events:
             async for event in events:

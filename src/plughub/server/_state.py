@@ -262,7 +262,7 @@ class ServerState:
         await self.check_visible(tenant_id, ref)
         host = self.require_host()
         try:
-            return await asyncio.to_thread(host.resolve, ref, tool)
+            return await host.aresolve(ref, tool)
         except PluginNotFound:
             raise ApiError(404, f"no plugin {ref!r}", "plugin_not_found") from None
         except ToolNotFound as e:

@@ -22,7 +22,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +35,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    insert,
     or_,
     select,
     text,
@@ -51,7 +52,11 @@ from ._crypto import Keyring, credential_aad
 from ._types import KeyInfo, TaskInfo, TenantInfo
 
 if TYPE_CHECKING:
+    from ..sdk import AuditEvent
     from ._tenant import TenantStore
+
+#: One row for ``Store.append_audit_many``: (tenant id, event, key id, arguments, input schema).
+AuditInput = tuple[str, "AuditEvent", str | None, Mapping[str, Any] | None, Mapping[str, Any] | None]
 
 __all__ = ["DEFAULT_KV_QUOTA", "Store", "default_url"]
 
@@ -569,6 +574,19 @@ class Store:
         return None
 
     # -- audit retention --------------------------------------------------------------------
+
+    def append_audit_many(self, rows: Sequence[AuditInput]) -> int:
+        """Append many calls to the audit log in one transaction (a daemon's audit writer);
+        each row as ``append_audit`` would store it. One invalid row refuses the batch
+        (``StoreError``) before anything is written; returns the number of rows written."""
+        from ._tenant import audit_values
+
+        values = [audit_values(v.check_tenant_id(t), e, k, a, sch) for t, e, k, a, sch in rows]
+        if not values:
+            return 0
+        with self._session(write=True) as s:
+            s.execute(insert(m.AuditRow), values)
+        return len(values)
 
     def prune_audit(self, before: datetime) -> int:
         """Delete audit rows of every tenant that started before ``before``; returns how many."""

@@ -71,6 +71,44 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def audit_values(
+    tenant_id: str,
+    event: AuditEvent,
+    key_id: str | None,
+    arguments: Mapping[str, Any] | None,
+    input_schema: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The columns of one audit row: checked, clipped, arguments redacted."""
+    if not isinstance(event, AuditEvent):
+        raise StoreError("append_audit takes a plughub.sdk.AuditEvent")
+    v.check_plugin_id(event.plugin_id)
+    stored: dict[str, Any] | None = None
+    if arguments is not None:
+        cleaned = redact(arguments, input_schema)
+        text = v.dumps(cleaned, "arguments")
+        size = len(text.encode())
+        stored = (
+            {"_truncated": True, "bytes": size}
+            if size > MAX_AUDIT_ARGS_BYTES
+            else v.check_json(cleaned, "arguments", MAX_AUDIT_ARGS_BYTES)
+        )
+    return {
+        "tenant_id": tenant_id,
+        "key_id": key_id if key_id is None else _clip(str(key_id), m.KEY_ID_LEN),
+        "caller": None if event.caller is None else _clip(str(event.caller), m.NAME_LEN),
+        "plugin_id": event.plugin_id,
+        "tool": _clip(str(event.tool), m.TOOL_LEN),
+        "call_id": _clip(str(event.call_id), 64),
+        "started": _time(event.started, "started") or now(),
+        "duration_ms": float(event.duration) * 1000.0,
+        "outcome": _clip(str(event.outcome), 64),
+        "cached": bool(event.cached),
+        "arg_bytes": int(event.arg_bytes),
+        "result_bytes": int(event.result_bytes),
+        "arguments_redacted": stored,
+    }
+
+
 class TenantStore:
     """One tenant's data. Cheap to create; holds no connection; thread-safe."""
 
@@ -545,35 +583,7 @@ class TenantStore:
         (secret fields become ``"***"``); arguments whose redacted JSON passes 64 KiB are replaced
         by ``{"_truncated": true, "bytes": n}``.
         """
-        if not isinstance(event, AuditEvent):
-            raise StoreError("append_audit takes a plughub.sdk.AuditEvent")
-        v.check_plugin_id(event.plugin_id)
-        stored: dict[str, Any] | None = None
-        if arguments is not None:
-            cleaned = redact(arguments, input_schema)
-            text = v.dumps(cleaned, "arguments")
-            size = len(text.encode())
-            stored = (
-                {"_truncated": True, "bytes": size}
-                if size > MAX_AUDIT_ARGS_BYTES
-                else v.check_json(cleaned, "arguments", MAX_AUDIT_ARGS_BYTES)
-            )
-        started = _time(event.started, "started") or now()
-        row = m.AuditRow(
-            tenant_id=self.tenant_id,
-            key_id=key_id if key_id is None else _clip(str(key_id), m.KEY_ID_LEN),
-            caller=None if event.caller is None else _clip(str(event.caller), m.NAME_LEN),
-            plugin_id=event.plugin_id,
-            tool=_clip(str(event.tool), m.TOOL_LEN),
-            call_id=_clip(str(event.call_id), 64),
-            started=started,
-            duration_ms=float(event.duration) * 1000.0,
-            outcome=_clip(str(event.outcome), 64),
-            cached=bool(event.cached),
-            arg_bytes=int(event.arg_bytes),
-            result_bytes=int(event.result_bytes),
-            arguments_redacted=stored,
-        )
+        row = m.AuditRow(**audit_values(self.tenant_id, event, key_id, arguments, input_schema))
         with self._write() as s:
             s.add(row)
             s.flush()
