@@ -27,6 +27,7 @@ __all__ = ["WorkerPlugin", "WorkerRuntime"]
 log = logging.getLogger("plughub.worker")
 
 CTX = "_plughub_ctx"
+_NO_SETTINGS: Mapping[str, Any] = {}
 
 
 @dataclass(slots=True)
@@ -186,28 +187,34 @@ class WorkerRuntime:
         # invalid_arguments; checking the same JSON Schema here too would cost ~10 us a call.
         validate = _as_mapping
         name = spec.name
+        workers = self.supervisor.workers
+        plugin_id = p.plugin_id
 
         async def call(
             kwargs: dict[str, Any],
             deadline: float | None,
             credentials: Mapping[str, Any],
-            call_id: str,
-            on_event: Callable[[dict[str, Any]], None],
+            call_id: object,
+            on_event: Callable[[dict[str, Any]], None] | None,
             stream: bool,
         ) -> ToolResult:
-            try:
-                worker = await self._worker(p, deadline)
-            except CircuitOpen as e:
-                return ToolResult.error(str(e), "circuit_open", retry_after=round(e.retry_after, 3))
-            except WorkerCrashed as e:
-                return ToolResult.error(str(e), "worker_crashed", retryable=True)
+            worker = workers.get(plugin_id)
+            if worker is None or not worker.alive:  # (re)start it, or say why not
+                try:
+                    worker = await self._worker(p, deadline)
+                except CircuitOpen as e:
+                    return ToolResult.error(
+                        str(e), "circuit_open", retry_after=round(e.retry_after, 3)
+                    )
+                except WorkerCrashed as e:
+                    return ToolResult.error(str(e), "worker_crashed", retryable=True)
             timeout = 30.0 if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 raw = await worker.call(
                     name,
                     kwargs,
                     timeout=timeout,
-                    settings={},  # the worker has them since init (the host's are fixed)
+                    settings=_NO_SETTINGS,  # the worker has them since init (they are fixed)
                     credentials=credentials,
                     stream=stream,
                     on_event=on_event,
@@ -229,7 +236,7 @@ class WorkerRuntime:
                 data = {
                     "plugin_id": p.plugin_id,
                     "tool": name,
-                    "call_id": call_id,
+                    "call_id": str(call_id),
                     "error": result.text.removeprefix(f"{error_type}: "),
                     "error_type": error_type,
                 }
@@ -244,12 +251,17 @@ class WorkerRuntime:
                 # Called by the pipeline with its per-call state: no Context to build, and the
                 # deadline is enforced by the worker (the call has a backstop timer).
                 emit = c.emit
+                on_event = None
+                if emit is not None:  # someone listens (astream): pass progress and logs on
 
-                def on_event(raw: dict[str, Any]) -> None:
-                    if emit is not None and raw.get("type") in ("progress", "log"):
-                        emit(_event_of(raw))
+                    def on_event(raw: dict[str, Any]) -> None:
+                        if raw.get("type") in ("progress", "log"):
+                            emit(_event_of(raw))
 
-                coro = call(c.kwargs, c.deadline, p.credentials(), str(c.id), on_event, False)
+                coro = call(c.kwargs, c.deadline, p.credentials(), c.id, on_event, False)
+                w = workers.get(plugin_id)
+                if w is not None and w.loop is asyncio.get_running_loop():
+                    return await coro  # on the loop that owns the worker's pipes: no hop
                 return await self._on_host_loop(coro)
 
             return ToolDef(spec, run, "remote", validate)
