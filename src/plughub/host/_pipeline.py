@@ -444,7 +444,8 @@ class Pipeline:
             assert final is not None
             return final
         c = _Call(b, caller, timeout, scope)
-        refusal = await self._aprepare(c, args)
+        # Without hooks, no coroutine is created for the steps that would not await anything.
+        refusal = await self._aprepare(c, args) if self._before else self._prepare(c, args)
         if refusal is not None:
             return await self._afinish(c, refusal)
         key = None
@@ -453,9 +454,20 @@ class Pipeline:
             hit = b.cache.get(key) if key is not None else None
             if hit is not None:
                 return await self._afinish(c, hit, cached=True)
-        result = await self._arun(c)
+        result: ToolResult
+        if b.kind == "remote" and b.slots is None:  # a worker proxy (it enforces the deadline)
+            try:
+                result = await b.func(c)
+            except TimeoutError:
+                result = self._timed_out(c)
+            except Exception as exc:
+                result = self._failed(c, exc)
+        else:
+            result = await self._arun(c)
         if key is not None and not result.is_error:
             b.cache.put(key, result)  # type: ignore[union-attr]
+        if not self._after and not self._audit:
+            return result
         return await self._afinish(c, result)
 
     async def arun_unhooked(
@@ -483,16 +495,15 @@ class Pipeline:
 
     async def _arun(self, c: _Call) -> ToolResult:
         b = c.b
-        loop = asyncio.get_running_loop()
         if b.kind == "sync":
-            fut = loop.run_in_executor(self._executor, self._run_inline, c)
+            fut = asyncio.get_running_loop().run_in_executor(self._executor, self._run_inline, c)
             try:
                 async with asyncio.timeout(c.limit + GRACE):
                     return await fut
             except TimeoutError:
                 return self._timed_out(c)
         if b.slots is not None and not b.slots.acquire(blocking=False):
-            acquired = await loop.run_in_executor(
+            acquired = await asyncio.get_running_loop().run_in_executor(
                 self._executor, b.slots.acquire, True, max(0.0, c.deadline - time.monotonic())
             )
             if not acquired:

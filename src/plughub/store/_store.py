@@ -56,7 +56,9 @@ if TYPE_CHECKING:
     from ._tenant import TenantStore
 
 #: One row for ``Store.append_audit_many``: (tenant id, event, key id, arguments, input schema).
-AuditInput = tuple[str, "AuditEvent", str | None, Mapping[str, Any] | None, Mapping[str, Any] | None]
+AuditInput = tuple[
+    str, "AuditEvent", str | None, Mapping[str, Any] | None, Mapping[str, Any] | None
+]
 
 __all__ = ["DEFAULT_KV_QUOTA", "Store", "default_url"]
 

@@ -55,10 +55,12 @@ class _Channel:
 
     def write(self, frame: bytes) -> None:
         with self._lock:
-            view = memoryview(frame)
-            while view:
-                n = os.write(self._fd, view)
-                view = view[n:]
+            n = os.write(self._fd, frame)
+            if n < len(frame):  # a full pipe (large frame): the rest blocks, as backpressure
+                view = memoryview(frame)[n:]
+                while view:
+                    n = os.write(self._fd, view)
+                    view = view[n:]
 
     def request(self, kind: str, payload: dict[str, Any], timeout: float | None) -> Any:
         """Ask the host for something (storage, http) and wait for its reply."""
@@ -333,11 +335,12 @@ class Worker:
         limit = self.channel.max_output
         error: ToolResult | None = None
         # Cheap estimate first: encoding a 100 MB text only to refuse it could exhaust memory.
-        estimate = sum(
-            len(c.text) if isinstance(c, Text) else len(getattr(c, "data", b"")) * 4 // 3
-            for c in result.content
-            if isinstance(c, (Text, Blob, Image))
-        )
+        estimate = 0
+        for c in result.content:
+            if isinstance(c, Text):
+                estimate += len(c.text)
+            elif isinstance(c, (Blob, Image)):
+                estimate += len(c.data) * 4 // 3
         frame = b""
         if estimate > limit:
             error = ToolResult.error(
@@ -402,15 +405,19 @@ class Worker:
         except RuntimeError as e:  # no thread could be started: memory or process limits
             self._send_result(cid, ToolResult.error(f"the worker is out of resources: {e}", "busy"))
 
-    def _run_sync(self, cid: int, b: Any, msg: dict[str, Any]) -> None:
-        self.running[cid] = threading.get_ident()
+    def _run_sync(self, cid: int, b: Any, msg: dict[str, Any], inline: bool = False) -> None:
+        """Run a sync call in this thread. ``inline``: on the reading thread, which reads no
+        cancel until the call is over, so it is not registered for one."""
+        if not inline:
+            self.running[cid] = threading.get_ident()
         started = time.perf_counter()
         try:
             result = self.pipeline.invoke(b, msg.get("args") or {}, None, self._timeout(msg))
         except BaseException as e:  # nothing may kill the serving thread
             result = ToolResult.error(f"{type(e).__name__}: {e}", "exception")
         finally:
-            self.running.pop(cid, None)
+            if not inline:
+                self.running.pop(cid, None)
             spent = time.perf_counter() - started
             last = self._cost.get(b.name)  # a moving average decides who may run inline
             self._cost[b.name] = spent if last is None else 0.8 * last + 0.2 * spent
@@ -533,7 +540,7 @@ class Worker:
                     if b is None or b.kind != "sync":
                         self.call(msg, b)
                     elif b.ctx_factory is None and self._cost.get(b.name, 1.0) < QUICK_CALL:
-                        self._run_sync(int(msg["id"]), b, msg)
+                        self._run_sync(int(msg["id"]), b, msg, True)
                     else:
                         slow = (msg, b)
             msg, b = slow  # the read lock is free now: a follower takes over reading

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ._cgroup import Cgroups
-from ._protocol import DEFAULT_MAX_FRAME, FrameProtocol, ProtocolError, encode
+from ._protocol import DEFAULT_MAX_FRAME, FrameDecoder, ProtocolError, encode
 from ._zygote import Zygote
 
 __all__ = ["LaunchSpec", "WorkerCrashed", "WorkerProcess", "memory_of"]
@@ -27,6 +27,13 @@ __all__ = ["LaunchSpec", "WorkerCrashed", "WorkerProcess", "memory_of"]
 log = logging.getLogger("plughub.worker")
 RequestHandler = Callable[[str, dict[str, Any], Any], Awaitable[Any]]
 """(kind, message, the storage of the call that asked, or None) -> the reply's value."""
+#: Bytes read per wake-up: small enough that the buffer comes from the heap (a 256 KiB read,
+#: asyncio's pipe default, costs an mmap, a page fault and an munmap on every reply).
+READ_SIZE = 1 << 16
+#: Unsent bytes above which a caller waits (``drain``), and below which waiting callers resume.
+HIGH_WATER = 64 << 10
+LOW_WATER = 16 << 10
+_INF = float("inf")
 
 
 class WorkerCrashed(Exception):
@@ -72,20 +79,6 @@ def memory_of(pid: int) -> dict[str, int]:
     return out
 
 
-class _Call:
-    __slots__ = ("future", "on_event", "storage")
-
-    def __init__(
-        self,
-        future: asyncio.Future[dict[str, Any]],
-        on_event: Callable[[dict[str, Any]], None] | None,
-        storage: Any = None,
-    ) -> None:
-        self.future = future
-        self.on_event = on_event
-        self.storage = storage  # answers the call's storage requests (a tenant's), if set
-
-
 class _LogProtocol(asyncio.Protocol):
     """Collects a worker's stdout/stderr: to its log file, the logger, and a tail for errors."""
 
@@ -106,11 +99,6 @@ class _LogProtocol(asyncio.Protocol):
         if self.partial:
             self.owner._log_line(self.partial.decode("utf-8", "replace"))
         self.owner._close_log()  # every writer (the worker and its children) has gone
-
-
-def _expire(fut: asyncio.Future[dict[str, Any]]) -> None:
-    if not fut.done():
-        fut.set_exception(TimeoutError())
 
 
 class WorkerProcess:
@@ -138,16 +126,30 @@ class WorkerProcess:
         self.last_used = 0.0
         self.exit_reason: str | None = None
         self.log_tail: collections.deque[str] = collections.deque(maxlen=50)
-        self._calls: dict[int, _Call] = {}
+        # Calls on the wire: id -> (future, backstop time on the loop's clock).
+        self._calls: dict[int, tuple[asyncio.Future[dict[str, Any]], float]] = {}
+        self._listeners: dict[int, Callable[[dict[str, Any]], None]] = {}  # on_event per call
+        self._storages: dict[int, Any] = {}  # a call's own storage (a tenant's), if it has one
         self._cancelling: dict[int, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pings: dict[int, asyncio.Future[None]] = {}
-        self._slots = asyncio.Semaphore(max_in_flight)
+        # In-flight cap: a counter, and a queue only when it is full (no Semaphore per call).
+        self._max_in_flight = max_in_flight
+        self._on_wire = 0
+        self._slot_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        # One backstop timer for all calls, due at the earliest call's backstop time.
+        self._backstop: asyncio.TimerHandle | None = None
+        self._backstop_at = _INF
         self.cancel_grace = 2.0
         self._ids = itertools.count(1)
-        self._out: asyncio.WriteTransport | None = None
-        self._out_proto: FrameProtocol | None = None
-        self._in: asyncio.BaseTransport | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # the loop that owns the pipes
+        # The protocol pipes, driven with add_reader/add_writer and os.read/os.write.
+        self._rfd = -1
+        self._wfd = -1
+        self._decoder = FrameDecoder(max_frame)
+        self._wbuf = bytearray()  # bytes the pipe would not take yet
+        self._wclosed = True
+        self._drained: asyncio.Future[None] | None = None
         self._ready_fut: asyncio.Future[dict[str, Any]] | None = None
         self._exited = asyncio.Event()
         self._log_fp: Any = None
@@ -205,15 +207,11 @@ class WorkerProcess:
             self.cgroup_report = self.cgroups.attach(self._cg_name, self.pid, spec.processes)
         self.started_at = self.last_used = time.monotonic()
         self._ready_fut = loop.create_future()
-        self._in, _ = await loop.connect_read_pipe(
-            lambda: FrameProtocol(self._on_message, self._on_channel_closed, self.max_frame),
-            os.fdopen(from_child_r, "rb", buffering=0),
-        )
-        self._out, proto = await loop.connect_write_pipe(
-            lambda: FrameProtocol(lambda m: None, lambda e: None),
-            os.fdopen(to_child_w, "wb", buffering=0),
-        )
-        self._out_proto = proto
+        self.loop = loop
+        os.set_blocking(from_child_r, False)
+        os.set_blocking(to_child_w, False)
+        self._rfd, self._wfd, self._wclosed = from_child_r, to_child_w, False
+        loop.add_reader(from_child_r, self._on_readable)
         await loop.connect_read_pipe(
             lambda: _LogProtocol(self), os.fdopen(log_r, "rb", buffering=0)
         )
@@ -250,9 +248,96 @@ class WorkerProcess:
         return self.spec.plugin_id.replace("/", "__")
 
     def _send(self, message: dict[str, Any]) -> None:
-        if self._out is None or self._out.is_closing():
+        self._write(encode(message))
+
+    # -- the pipes ---------------------------------------------------------------------------
+
+    def _write(self, frame: bytes) -> None:
+        """Write now if the pipe takes it (the common case: no buffer, no callback), else queue
+        the rest behind ``add_writer``. Raises ``WorkerCrashed`` once the pipe is closed."""
+        if self._wclosed:
             raise WorkerCrashed(self._describe("the worker's input pipe is closed"))
-        self._out.write(encode(message))
+        if self._wbuf:  # keep frames in order behind what is already queued
+            self._wbuf += frame
+            return
+        try:
+            n = os.write(self._wfd, frame)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError:  # the worker is gone; its exit (or the read side closing) fails calls
+            self._close_writer()
+            return
+        if n < len(frame):
+            self._wbuf += memoryview(frame)[n:]
+            assert self.loop is not None
+            self.loop.add_writer(self._wfd, self._on_writable)
+
+    def _on_writable(self) -> None:
+        try:
+            n = os.write(self._wfd, self._wbuf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close_writer()
+            return
+        del self._wbuf[:n]
+        if not self._wbuf:
+            assert self.loop is not None
+            self.loop.remove_writer(self._wfd)
+        if len(self._wbuf) <= LOW_WATER:
+            self._wake_drained()
+
+    async def _drain(self) -> None:
+        """Backpressure: wait while more than ``HIGH_WATER`` bytes are queued for the worker."""
+        while len(self._wbuf) > HIGH_WATER and not self._wclosed:
+            if self._drained is None:
+                assert self.loop is not None
+                self._drained = self.loop.create_future()
+            await asyncio.shield(self._drained)
+
+    def _wake_drained(self) -> None:
+        fut, self._drained = self._drained, None
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def _close_writer(self) -> None:
+        if self._wfd >= 0:
+            if self._wbuf and self.loop is not None:
+                self.loop.remove_writer(self._wfd)
+            os.close(self._wfd)
+            self._wfd = -1
+        self._wclosed = True
+        self._wbuf.clear()
+        self._wake_drained()
+
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self._rfd, READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            self._close_reader(e)
+            return
+        if not data:
+            self._close_reader(None)
+            return
+        try:
+            messages = self._decoder.feed(data)
+        except ProtocolError as e:
+            self._close_reader(e)
+            return
+        for msg in messages:
+            self._on_message(msg)
+
+    def _close_reader(self, exc: BaseException | None) -> None:
+        """The worker's output ended (or broke): no more messages; decide what it means."""
+        if self._rfd < 0:
+            return
+        if self.loop is not None:
+            self.loop.remove_reader(self._rfd)
+        os.close(self._rfd)
+        self._rfd = -1
+        self._on_channel_closed(exc)
 
     def kill(self, reason: str) -> None:
         """Kill the worker's whole process group now (SIGKILL); calls in flight fail."""
@@ -295,9 +380,14 @@ class WorkerProcess:
             loop.remove_reader(self._pidfd)
             os.close(self._pidfd)
             self._pidfd = -1
-        for t in (self._in, self._out):
-            if t is not None:
-                t.close()
+        if self._rfd >= 0:
+            loop.remove_reader(self._rfd)
+            os.close(self._rfd)
+            self._rfd = -1
+        self._close_writer()
+        if self._backstop is not None:
+            self._backstop.cancel()
+            self._backstop, self._backstop_at = None, _INF
         self._close_log()
 
     def _close_log(self) -> None:
@@ -364,9 +454,11 @@ class WorkerProcess:
             timer.cancel()
         self._cancelling.clear()
         calls, self._calls = self._calls, {}
-        for call in calls.values():
-            if not call.future.done():
-                call.future.set_exception(WorkerCrashed(self._describe(reason)))
+        self._listeners.clear()
+        self._storages.clear()
+        for fut, _ in calls.values():
+            if not fut.done():
+                fut.set_exception(WorkerCrashed(self._describe(reason)))
         if self._ready_fut is not None and not self._ready_fut.done():
             self._ready_fut.set_exception(WorkerCrashed(self._describe(reason)))
 
@@ -386,20 +478,18 @@ class WorkerProcess:
 
     def _on_message(self, msg: dict[str, Any]) -> None:
         kind = msg["t"]
-        if kind in ("result", "event"):
-            call = self._calls.get(msg.get("id"))  # type: ignore[arg-type]
-            if call is None:
-                if kind == "result":  # a cancelled call stopped in time: no kill needed
-                    timer = self._cancelling.pop(msg.get("id"), None)  # type: ignore[arg-type]
-                    if timer is not None:
-                        timer.cancel()
-                return
-            if kind == "result":
-                del self._calls[msg["id"]]
-                if not call.future.done():
-                    call.future.set_result(msg.get("result") or {})
-            elif call.on_event is not None:
-                call.on_event(msg.get("event") or {})
+        if kind == "result":
+            entry = self._calls.pop(msg.get("id"), None)  # type: ignore[arg-type]
+            if entry is None:  # a cancelled call stopped in time: no kill needed
+                timer = self._cancelling.pop(msg.get("id"), None)  # type: ignore[arg-type]
+                if timer is not None:
+                    timer.cancel()
+            elif not entry[0].done():
+                entry[0].set_result(msg.get("result") or {})
+        elif kind == "event":
+            listener = self._listeners.get(msg.get("id"))  # type: ignore[arg-type]
+            if listener is not None:
+                listener(msg.get("event") or {})
         elif kind == "request":
             task = asyncio.ensure_future(self._answer(msg))
             self._tasks.add(task)
@@ -421,10 +511,9 @@ class WorkerProcess:
     async def _answer(self, msg: dict[str, Any]) -> None:
         rid = msg.get("id")
         try:
-            # A storage request made within a call with its own storage goes to that storage;
-            # only calls in flight are looked up, so a worker cannot name another's.
-            call = self._calls.get(msg.get("call"))  # type: ignore[arg-type]
-            storage = call.storage if call is not None else None
+            # A storage request made within a call that brought its own storage is answered
+            # from it; only calls in flight are looked up, so a worker cannot name another's.
+            storage = self._storages.get(msg.get("call"))  # type: ignore[arg-type]
             value = await self.on_request(str(msg.get("kind")), msg, storage)
             reply: dict[str, Any] = {"t": "reply", "id": rid, "value": value}
         except Exception as e:
@@ -446,71 +535,126 @@ class WorkerProcess:
         on_event: Callable[[dict[str, Any]], None] | None = None,
         storage: Any = None,
     ) -> dict[str, Any]:
-        """Run a tool; returns the result dict. Raises ``WorkerCrashed``, or ``CancelledError``
-        (after telling the worker to cancel) when the caller gives up.
+        """Run a tool; returns the result dict. Raises ``WorkerCrashed``, ``TimeoutError`` (the
+        backstop, or no free slot in time), or ``CancelledError`` (after telling the worker to
+        cancel) when the caller gives up.
 
-        ``storage``: the call's own storage (a tenant's); the worker's ``ctx.storage`` requests
+        ``storage``: the call's own storage (a tenant's): the worker's ``ctx.storage`` requests
         for this call are answered from it instead of the plugin's.
+
+        One coroutine and no timer, task or thread per call in the common case: the frame goes
+        straight to the pipe and the reply's reader resolves the future.
         """
         cid = next(self._ids)
-        message = {
-            "t": "call",
-            "id": cid,
-            "tool": tool,
-            "args": args,
-            "timeout": timeout,
-            "settings": settings,
-            "credentials": credentials,
-            "stream": stream,
-        }
+        # Empty settings/credentials and stream=False are the worker's defaults: not sent.
+        message = {"t": "call", "id": cid, "tool": tool, "args": args, "timeout": timeout}
+        if settings:
+            message["settings"] = settings
+        if credentials:
+            message["credentials"] = credentials
+        if stream:
+            message["stream"] = True
         if storage is not None:
             message["scoped"] = True
-        frame = encode(message)
-        if len(frame) > self.spec.max_args:  # (encode raised TypeError for non-JSON values)
+        frame = encode(message)  # (raises TypeError for non-JSON values)
+        if len(frame) > self.spec.max_args:
             raise ValueError(
                 f"arguments for {self.spec.plugin_id}.{tool} are {len(frame)} bytes on the wire; "
                 f"the limit is {self.spec.max_args}"
             )
+        loop = self.loop
+        if loop is None or self._wclosed:
+            raise WorkerCrashed(self._describe("the worker's input pipe is closed"))
         # At most max_in_flight calls on the wire; the rest wait here (within their deadline).
-        async with self._slots:
-            return await self._call(cid, frame, on_event, timeout, storage)
-
-    async def _call(
-        self,
-        cid: int,
-        frame: bytes,
-        on_event: Callable[[dict[str, Any]], None] | None,
-        timeout: float,
-        storage: Any = None,
-    ) -> dict[str, Any]:
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._calls[cid] = _Call(fut, on_event, storage)
-        self.last_used = time.monotonic()
+        if self._on_wire < self._max_in_flight and not self._slot_waiters:
+            self._on_wire += 1
+        else:
+            await self._wait_for_slot(loop, timeout)
+        fut: asyncio.Future[dict[str, Any]] = loop.create_future()
         # Backstop: the worker enforces the call's deadline itself; if it does not answer well
         # after it (stopped, or stuck in C), give up here like a cancelled caller would.
-        backstop = asyncio.get_running_loop().call_later(timeout + self.cancel_grace, _expire, fut)
+        at = loop.time() + timeout + self.cancel_grace
+        self._calls[cid] = (fut, at)
+        if on_event is not None:
+            self._listeners[cid] = on_event
+        if storage is not None:
+            self._storages[cid] = storage
+        if at < self._backstop_at:
+            self._arm_backstop(loop, at)
         try:
-            if self._out is None or self._out.is_closing():
-                raise WorkerCrashed(self._describe("the worker's input pipe is closed"))
-            self._out.write(frame)
-            if self._out_proto is not None:
-                await self._out_proto.drain()
+            self._write(frame)
+            if len(self._wbuf) > HIGH_WATER:
+                await self._drain()
             return await fut
         except (asyncio.CancelledError, TimeoutError):
             if self._calls.pop(cid, None) is not None and self.alive:
                 with contextlib.suppress(WorkerCrashed):
                     self._send({"t": "cancel", "id": cid})
                 # A call that ignores the cancel past the grace period costs the worker its life.
-                self._cancelling[cid] = asyncio.get_running_loop().call_later(
+                self._cancelling[cid] = loop.call_later(
                     self.cancel_grace,
                     self.kill,
                     f"call {cid} did not stop within {self.cancel_grace:g}s of being cancelled",
                 )
             raise
         finally:
-            backstop.cancel()
             self._calls.pop(cid, None)
+            if on_event is not None:
+                self._listeners.pop(cid, None)
+            if storage is not None:
+                self._storages.pop(cid, None)
+            self._release_slot()
             self.last_used = time.monotonic()
+
+    async def _wait_for_slot(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        """Queue (FIFO) for a free slot; ``TimeoutError`` if none frees up within ``timeout``."""
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._slot_waiters.append(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._release_slot()  # handed a slot just as it gave up: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    self._slot_waiters.remove(waiter)
+            raise
+
+    def _release_slot(self) -> None:
+        """Hand the slot to the next waiter (it stays counted) or free it."""
+        waiters = self._slot_waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._on_wire -= 1
+
+    def _arm_backstop(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
+        if self._backstop is not None:
+            self._backstop.cancel()
+        self._backstop_at = at
+        self._backstop = loop.call_at(at, self._on_backstop)
+
+    def _on_backstop(self) -> None:
+        """Fail the calls past their backstop time; re-arm for the earliest remaining one.
+
+        Calls usually share one timeout, so later calls are due later: a call that finishes in
+        time costs no timer work at all, and the timer fires about once per timeout period.
+        """
+        self._backstop, self._backstop_at = None, _INF
+        assert self.loop is not None
+        now = self.loop.time()
+        nearest = _INF
+        for fut, at in list(self._calls.values()):
+            if at <= now + 0.001:
+                if not fut.done():
+                    fut.set_exception(TimeoutError())
+            elif at < nearest:
+                nearest = at
+        if nearest < _INF:
+            self._arm_backstop(self.loop, nearest)
 
     async def ping(self, timeout: float) -> bool:
         """Health check: True when the worker's reader answers within ``timeout`` seconds."""

@@ -17,16 +17,16 @@ worker → host   ``ready`` or ``fatal`` (once), ``result``, ``event`` (progress
 
 from __future__ import annotations
 
-import asyncio
 import struct
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-__all__ = ["DEFAULT_MAX_FRAME", "FrameDecoder", "FrameProtocol", "ProtocolError", "encode"]
+__all__ = ["DEFAULT_MAX_FRAME", "FrameDecoder", "ProtocolError", "encode"]
 
 HEADER = struct.Struct(">I")
+_unpack = HEADER.unpack_from
+_loads = orjson.loads
 DEFAULT_MAX_FRAME = 64 * 1024 * 1024
 
 
@@ -51,6 +51,11 @@ class FrameDecoder:
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
         buf = self._buf
+        if not buf and len(data) >= 4:
+            # Most reads hold exactly one whole frame: decode it in place, no buffer copy.
+            (size,) = _unpack(data)
+            if len(data) == 4 + size and size <= self.max_frame:
+                return [self._message(memoryview(data)[4:])]
         buf += data
         out: list[dict[str, Any]] = []
         pos = 0
@@ -61,70 +66,18 @@ class FrameDecoder:
                 raise ProtocolError(f"frame of {size} bytes exceeds the limit of {self.max_frame}")
             if n - pos - 4 < size:
                 break
-            try:
-                msg = orjson.loads(memoryview(buf)[pos + 4 : pos + 4 + size])
-            except orjson.JSONDecodeError as e:
-                raise ProtocolError(f"frame is not valid JSON: {e}") from None
-            if not isinstance(msg, dict) or not isinstance(msg.get("t"), str):
-                raise ProtocolError("frame is not a message object with a type")
-            out.append(msg)
+            out.append(self._message(memoryview(buf)[pos + 4 : pos + 4 + size]))
             pos += 4 + size
         if pos:
             del buf[:pos]
         return out
 
-
-class FrameProtocol(asyncio.Protocol):
-    """Reads frames from a pipe; also the writer's flow control (``drain``)."""
-
-    def __init__(
-        self,
-        on_message: Callable[[dict[str, Any]], None],
-        on_close: Callable[[BaseException | None], None],
-        max_frame: int = DEFAULT_MAX_FRAME,
-    ) -> None:
-        self._decoder = FrameDecoder(max_frame)
-        self._on_message = on_message
-        self._on_close = on_close
-        self._closed = False
-        self.transport: asyncio.BaseTransport | None = None
-        self._can_write = asyncio.Event()
-        self._can_write.set()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        if self._closed:
-            return
+    @staticmethod
+    def _message(body: memoryview) -> dict[str, Any]:
         try:
-            messages = self._decoder.feed(data)
-        except ProtocolError as e:
-            self._close(e)
-            return
-        for msg in messages:
-            self._on_message(msg)
-
-    def eof_received(self) -> bool | None:
-        self._close(None)
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._can_write.set()
-        self._close(exc)
-
-    def pause_writing(self) -> None:
-        self._can_write.clear()
-
-    def resume_writing(self) -> None:
-        self._can_write.set()
-
-    async def drain(self) -> None:
-        await self._can_write.wait()
-
-    def _close(self, exc: BaseException | None) -> None:
-        if not self._closed:
-            self._closed = True
-            if self.transport is not None:
-                self.transport.close()
-            self._on_close(exc)
+            msg = _loads(body)
+        except orjson.JSONDecodeError as e:
+            raise ProtocolError(f"frame is not valid JSON: {e}") from None
+        if type(msg) is not dict or type(msg.get("t")) is not str:
+            raise ProtocolError("frame is not a message object with a type")
+        return msg

@@ -27,6 +27,7 @@ __all__ = ["WorkerPlugin", "WorkerRuntime"]
 log = logging.getLogger("plughub.worker")
 
 CTX = "_plughub_ctx"
+_NO_SETTINGS: Mapping[str, Any] = {}
 
 
 @dataclass(slots=True)
@@ -195,23 +196,29 @@ class WorkerRuntime:
         # invalid_arguments; checking the same JSON Schema here too would cost ~10 us a call.
         validate = _as_mapping
         name = spec.name
+        workers = self.supervisor.workers
+        plugin_id = p.plugin_id
 
         async def call(
             kwargs: dict[str, Any],
             deadline: float | None,
             credentials: Mapping[str, Any],
-            call_id: str,
-            on_event: Callable[[dict[str, Any]], None],
+            call_id: object,
+            on_event: Callable[[dict[str, Any]], None] | None,
             stream: bool,
             settings: Mapping[str, Any] | None = None,
             storage: Any = None,
         ) -> ToolResult:
-            try:
-                worker = await self._worker(p, deadline)
-            except CircuitOpen as e:
-                return ToolResult.error(str(e), "circuit_open", retry_after=round(e.retry_after, 3))
-            except WorkerCrashed as e:
-                return ToolResult.error(str(e), "worker_crashed", retryable=True)
+            worker = workers.get(plugin_id)
+            if worker is None or not worker.alive:  # (re)start it, or say why not
+                try:
+                    worker = await self._worker(p, deadline)
+                except CircuitOpen as e:
+                    return ToolResult.error(
+                        str(e), "circuit_open", retry_after=round(e.retry_after, 3)
+                    )
+                except WorkerCrashed as e:
+                    return ToolResult.error(str(e), "worker_crashed", retryable=True)
             timeout = 30.0 if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 raw = await worker.call(
@@ -219,7 +226,7 @@ class WorkerRuntime:
                     kwargs,
                     timeout=timeout,
                     # The worker has the host's settings since init: send only a call's own.
-                    settings=settings or {},
+                    settings=settings or _NO_SETTINGS,
                     credentials=credentials,
                     stream=stream,
                     on_event=on_event,
@@ -242,7 +249,7 @@ class WorkerRuntime:
                 data = {
                     "plugin_id": p.plugin_id,
                     "tool": name,
-                    "call_id": call_id,
+                    "call_id": str(call_id),
                     "error": result.text.removeprefix(f"{error_type}: "),
                     "error_type": error_type,
                 }
@@ -257,25 +264,30 @@ class WorkerRuntime:
                 # Called by the pipeline with its per-call state: no Context to build, and the
                 # deadline is enforced by the worker (the call has a backstop timer).
                 emit = c.emit
+                on_event = None
+                if emit is not None:  # someone listens (astream): pass progress and logs on
 
-                def on_event(raw: dict[str, Any]) -> None:
-                    if emit is not None and raw.get("type") in ("progress", "log"):
-                        emit(_event_of(raw))
+                    def on_event(raw: dict[str, Any]) -> None:
+                        if raw.get("type") in ("progress", "log"):
+                            emit(_event_of(raw))
 
                 scope = c.scope
                 if scope is None:
-                    coro = call(c.kwargs, c.deadline, p.credentials(), str(c.id), on_event, False)
+                    coro = call(c.kwargs, c.deadline, p.credentials(), c.id, on_event, False)
                 else:  # a tenant's call: its credentials, settings and storage, not the host's
                     coro = call(
                         c.kwargs,
                         c.deadline,
                         p.credentials() if scope.credentials is None else scope.credentials,
-                        str(c.id),
+                        c.id,
                         on_event,
                         False,
                         {**p.settings, **scope.settings} if scope.settings else None,
                         scope.storage,
                     )
+                w = workers.get(plugin_id)
+                if w is not None and w.loop is asyncio.get_running_loop():
+                    return await coro  # on the loop that owns the worker's pipes: no hop
                 return await self._on_host_loop(coro)
 
             return ToolDef(spec, run, "remote", validate)

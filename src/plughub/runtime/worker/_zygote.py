@@ -178,9 +178,10 @@ class Zygote:
             sock = await self._ensure()
             self._pending = asyncio.get_running_loop().create_future()
             payload = json.dumps({"env": dict(env), "cwd": cwd}).encode() + b"\n"
-            await asyncio.get_running_loop().run_in_executor(
-                None, lambda: socket.send_fds(sock, [payload], list(fds))
-            )
+            # Sent from the loop thread: the socket is non-blocking, so a thread would not make
+            # this wait either, and the default executor may be full of threads waiting for
+            # this very start (concurrent first calls resolving on an adopted loop): deadlock.
+            socket.send_fds(sock, [payload], list(fds))
             async with asyncio.timeout(10):
                 return await self._pending
 
