@@ -569,33 +569,72 @@ async def test_failures_name_their_phase_and_retries_are_bounded(store: Store) -
 async def test_events_stream_while_another_replica_runs_the_task(
     pkg_app: Callable[..., FastAPI],
 ) -> None:
+    """Each step of a task run by another replica reaches the client before the next starts.
+
+    The app is driven through raw ASGI (httpx's ASGI transport buffers whole responses), so the
+    test sees every chunk the moment the server sends it."""
     release = threading.Event()
+    waited: list[bool] = []
 
     def stepper(task: TaskInfo, emit: Callable[[Mapping[str, Any]], None]) -> Done:
         for i in range(3):
             emit({"phase": f"step{i}", "status": "start", "message": "", "fraction": 0.0})
-            release.wait(10)
+            waited.append(release.wait(10))  # False: the client never saw this step
             release.clear()
         return Done({"steps": 3})
 
     app = pkg_app()
-    async with serving(app) as c:
+    async with serving(app):
         store = app.state.plughub.services.store
         task = store.tenant("acme").create_task("demo")
         other = TaskRunner(store, "other-replica", {"demo": stepper}, poll_interval=0.05)
         await other.start()
         seen: list[dict[str, Any]] = []
-        try:
-            headers = {**auth(), "Accept": "application/x-ndjson"}
-            async with c.stream("GET", f"/v1/tasks/{task.id}/events", headers=headers) as r:
-                async for line in r.aiter_lines():
-                    if not line.strip():
-                        continue
+        buffer = b""
+
+        requested = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal requested
+            if not requested:
+                requested = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await asyncio.Event().wait()  # the client stays connected
+            raise AssertionError("unreachable")
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal buffer
+            if message["type"] != "http.response.body":
+                return
+            buffer += message.get("body", b"")
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                if line.strip():
                     seen.append(json.loads(line))
                     if seen[-1]["event"] == "phase":
                         release.set()  # the next step only after this one was streamed
+
+        headers = [(k.lower().encode(), v.encode()) for k, v in auth().items()]
+        headers.append((b"accept", b"application/x-ndjson"))
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": f"/v1/tasks/{task.id}/events",
+            "raw_path": f"/v1/tasks/{task.id}/events".encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": headers,
+            "client": ("127.0.0.1", 1234),
+            "server": ("plughub.test", 80),
+        }
+        try:
+            await asyncio.wait_for(app(scope, receive, send), 30)
         finally:
             await other.stop(5)
+    assert waited == [True, True, True]
     phases = [e["phase"] for e in seen if e["event"] == "phase"]
     assert phases == ["step0", "step1", "step2"]
     assert seen[-1]["event"] == "task" and seen[-1]["status"] == "succeeded"

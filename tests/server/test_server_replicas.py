@@ -28,6 +28,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 from test_server_e2e import Server, start_server, stop_server
 
+from plughub.packages import build_package
 from plughub.store import generate_key
 
 PG_ADMIN_URL = os.environ.get(
@@ -189,6 +190,47 @@ def test_changes_through_one_replica_are_live_on_the_other_within_2s(
             lambda: http.post(b.url + hello, json={"arguments": {"name": "x"}}, headers=admin).status_code == 404,
         )
         assert took is not None, "the disabled plugin was still served by replica B after 2 s"
+
+
+def test_a_package_installed_through_one_replica_is_served_by_the_other_within_2s(
+    tmp_path: Path, cluster: Callable[..., tuple[Server, Server, dict[str, str]]]
+) -> None:
+    a, b, env = cluster(PLUGHUB_TENANT_RATE="unlimited", PLUGHUB_ALLOW_UNSIGNED="true")
+    admin = admin_headers(Path(env["PLUGHUB_HOME"]))
+    folder = tmp_path / "pkg" / "hello"
+    folder.mkdir(parents=True)
+    (folder / "plugin.yaml").write_text(
+        "id: acme/hello\nversion: 1.0.0\ndescription: Installed over HTTP.\nentrypoint: main\n"
+    )
+    (folder / "main.py").write_text(
+        "from plughub.sdk import tool\n\n\n@tool\ndef hi(name: str) -> str:\n"
+        '    """Greets."""\n    return f"hi {name} from a package"\n'
+    )
+    package = build_package(folder, tmp_path / "hello.plughub")
+    call = "/v1/plugins/acme/hello/tools/hi/invoke"
+    with httpx.Client(timeout=30) as http:
+        assert http.post(b.url + call, json={"arguments": {"name": "x"}}, headers=admin).status_code == 404
+        r = http.post(
+            a.url + "/v1/packages",
+            content=package.read_bytes(),
+            headers={**admin, "Content-Type": "application/octet-stream"},
+        )
+        assert r.status_code == 202, r.text
+        task_url = r.headers["location"]
+
+        def task_done() -> bool:
+            status = http.get(a.url + task_url, headers=admin).json()["status"]
+            assert status != "failed", http.get(a.url + task_url, headers=admin).text
+            return bool(status == "succeeded")
+
+        assert within(60, task_done) is not None
+
+        def served_by_b() -> bool:
+            r = http.post(b.url + call, json={"arguments": {"name": "x"}}, headers=admin)
+            return r.status_code == 200 and r.json()["content"][0]["text"] == "hi x from a package"
+
+        took = within(LIVE_WITHIN, served_by_b)
+        assert took is not None, "replica B did not serve the new package within 2 s"
 
 
 def test_rate_limits_are_shared(cluster: Callable[..., tuple[Server, Server, dict[str, str]]]) -> None:
