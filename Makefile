@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench clean
+.PHONY: run test lint typecheck bench docs clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required"; exit 1; }
@@ -38,6 +38,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/env_install.py
 	$(BIN)/python bench/install.py
 	$(BIN)/python bench/http_api.py
+
+# docs/api-reference.md is generated from the OpenAPI document (a test fails when it is stale).
+docs: $(STAMP)
+	$(BIN)/python -c "from plughub.server import api_reference; print(api_reference(), end='')" > docs/api-reference.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .plughub

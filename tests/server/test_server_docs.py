@@ -42,3 +42,11 @@ def test_every_setting_and_variable_is_documented() -> None:
     missing = [f for f in ServerConfig.model_fields if f"`{f}`" not in text]
     missing += [v for v in ENV_VARS if f"`{v}`" not in text]
     assert not missing, f"docs/api.md does not mention: {missing}"
+
+
+def test_the_generated_api_reference_is_current() -> None:
+    """docs/api-reference.md is ``api_reference()``'s output: run ``make docs`` after a change."""
+    from plughub.server import api_reference
+
+    text = (DOCS / "api-reference.md").read_text(encoding="utf-8")
+    assert text == api_reference(), "docs/api-reference.md is stale: run `make docs`"

@@ -18,6 +18,7 @@ from ._policy import (
     RateLimit,
     no_rate_limit,
 )
+from ._reference import api_reference
 from ._state import HostFactory, build_host
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "RateLimit",
     "ServerConfig",
     "StaticAuthenticator",
+    "api_reference",
     "build_host",
     "create_app",
     "load_config",
