@@ -602,6 +602,13 @@ class PluginHost:
             )
         return out
 
+    def lookup(self, ref: str) -> tuple[str, str] | None:
+        """``(id, source)`` of the plugin ``ref`` (id, name or alias) names, as ``resolve``
+        finds it, or None; imports nothing. For per-request checks: ``plugins()`` builds every
+        plugin's ``PluginInfo``."""
+        rec = self._index.get(ref.lower())
+        return None if rec is None else (rec.id, rec.candidate.source)
+
     def plugin(self, ref: str) -> PluginInfo:
         """One plugin by id, name or alias (its tools listed once it is loaded)."""
         rec = self._find(ref)

@@ -41,10 +41,17 @@ log = logging.getLogger("plughub.limits")
 #: ``retry_after`` suggested to a caller refused for concurrency (calls end at any moment).
 BUSY_RETRY_AFTER = 1.0
 _seq = itertools.count(1)
+_process: tuple[int, str] = (0, "")
 
 
 def _holder_id() -> str:
-    return f"{os.getpid()}-{uuid.uuid4().hex[:12]}-{next(_seq)}"
+    """Unique across replicas and calls: pid, a random tag drawn once per process (again after
+    a fork), a counter. Drawing randomness per call cost a syscall on the hot path."""
+    global _process
+    pid = os.getpid()
+    if _process[0] != pid:
+        _process = (pid, f"{pid}-{uuid.uuid4().hex[:12]}-")
+    return f"{_process[1]}{next(_seq)}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,10 +25,10 @@ from ._deps import key_problem
 from ._errors import JSONBody, install_error_handlers
 from ._limits import LimitsRateLimit
 from ._metrics import Metrics
-from ._middleware import MetricsMiddleware, TimeLimitMiddleware
-from ._packages import PackageBodyLimit, packages_router
+from ._middleware import RequestGuard
+from ._packages import is_package_upload, packages_router
 from ._policy import PluginVisibility, RateLimit
-from ._routes import health_router, metrics_router, v1_router
+from ._routes import FastInvoke, health_router, metrics_router, v1_router
 from ._services import Services, build_services
 from ._state import HostFactory, ServerState, build_host
 from ._sync import HostSync
@@ -144,10 +144,16 @@ def create_app(
         app.include_router(dialer_router)
     if config.compat_dify:
         app.include_router(dify_router)
-    # Added last = outermost: metrics see every response, 413s and 504s included.
-    app.add_middleware(TimeLimitMiddleware, limit=config.request_timeout)
-    app.add_middleware(PackageBodyLimit, limit=config.max_body_bytes)  # uploads: their own
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    # One middleware: metrics see every response (413s and 504s included), uploads have
+    # their own body limit.
+    app.add_middleware(
+        RequestGuard,
+        metrics=metrics,
+        max_body=config.max_body_bytes,
+        time_limit=config.request_timeout,
+        exempt=is_package_upload,
+        fast=FastInvoke(state),
+    )
     return app
 
 

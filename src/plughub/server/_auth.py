@@ -15,6 +15,7 @@ Roles grant scopes (``ROLE_SCOPES``); every endpoint needs one scope:
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import threading
@@ -110,7 +111,10 @@ class StaticAuthenticator:
         return len(self._keys)
 
     async def authenticate(self, token: str) -> Principal | None:
-        digest = _digest(token)
+        return self.match(_digest(token))
+
+    def match(self, digest: bytes) -> Principal | None:
+        """The principal of the key whose sha256 is ``digest`` (every key compared)."""
         found: Principal | None = None
         for known, principal in self._keys:
             if hmac.compare_digest(known, digest):
@@ -149,24 +153,47 @@ class StoreAuthenticator:
         self._cache: dict[bytes, tuple[float, Principal]] = {}
         self._lock = threading.Lock()
         self._gen = 0
+        self._pending: dict[bytes, tuple[int, asyncio.Task[Principal | None]]] = {}
 
     def __len__(self) -> int:
         return len(self.static) if self.static is not None else 0
 
     async def authenticate(self, token: str) -> Principal | None:
+        digest = _digest(token)
         if self.static is not None:
-            found = await self.static.authenticate(token)
+            found = self.static.match(digest)
             if found is not None:
                 return found
         if not token.startswith(STORE_TOKEN_PREFIX) or len(token) > _MAX_TOKEN:
             return None
-        digest = _digest(token)
-        now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(digest)
-            gen = self._gen
-        if hit is not None and hit[0] > now:
+        hit = self._cache.get(digest)  # a dict read is atomic: no lock on the hot path
+        if hit is not None and hit[0] > time.monotonic():
             return hit[1]
+        # One store read per key at a time: when the entry expires under load, every request
+        # of a busy client would miss at once and each would read the store. A read started
+        # before an invalidation (a revocation) is not joined.
+        loop = asyncio.get_running_loop()
+        gen = self._gen
+        pending = self._pending.get(digest)
+        if (
+            pending is None
+            or pending[0] != gen
+            or pending[1].get_loop() is not loop
+            or pending[1].done()
+        ):
+            task = loop.create_task(self._load(token, digest, gen))
+            pending = self._pending[digest] = (gen, task)
+            task.add_done_callback(functools.partial(self._loaded, digest))
+        return await asyncio.shield(pending[1])
+
+    def _loaded(self, digest: bytes, task: asyncio.Task[Principal | None]) -> None:
+        pending = self._pending.get(digest)
+        if pending is not None and pending[1] is task:
+            del self._pending[digest]
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter may have gone
+
+    async def _load(self, token: str, digest: bytes, gen: int) -> Principal | None:
         store = self._store()
         if store is None:
             return None

@@ -18,7 +18,15 @@ import logging
 from collections.abc import Callable
 
 from ..host import PluginHost
-from ..limits import ConcurrencyLimiter, Lease, LimitsBackendError, LimitsBackends, check_all
+from ..limits import (
+    ConcurrencyLimiter,
+    Lease,
+    LimitsBackendError,
+    LimitsBackends,
+    LimitsConfig,
+    Rate,
+    check_all,
+)
 from ..limits import limit_keys as _limit_keys
 from ._auth import Principal
 from ._errors import ApiError
@@ -47,8 +55,17 @@ def _plugin_of(resource: str | None) -> str | None:
     return resource.rsplit(".", 1)[0] if "." in resource.split("/", 1)[-1] else resource
 
 
+_MAX_CACHED = 10_000
+
+
 class LimitsRateLimit:
-    """``RateLimit`` over ``plughub.limits.check_all`` with the replica's backends."""
+    """``RateLimit`` over ``plughub.limits.check_all`` with the replica's backends.
+
+    The resolved ``(limiter key, rate)`` list of each (tenant, key, plugin, manifest rate) is
+    kept: resolving parses rate texts and builds keys, the same answer on every call of a busy
+    client. The configuration is immutable while the app runs; another ``LimitsConfig``
+    object (new backends) starts a fresh cache.
+    """
 
     def __init__(
         self,
@@ -57,6 +74,8 @@ class LimitsRateLimit:
     ) -> None:
         self._backends = backends
         self._host = host
+        self._config: LimitsConfig | None = None
+        self._checks: dict[tuple[str, str, str | None, str | None], list[tuple[str, Rate]]] = {}
 
     def _manifest_rate(self, plugin: str) -> str | None:
         host = self._host()
@@ -68,6 +87,27 @@ class LimitsRateLimit:
             return None
         return manifest.limits.rate_limit if manifest is not None else None
 
+    def _resolved(
+        self, config: LimitsConfig, principal: Principal, plugin: str | None
+    ) -> list[tuple[str, Rate]]:
+        manifest_rate = self._manifest_rate(plugin) if plugin else None
+        key = (principal.tenant_id, principal.key_id, plugin, manifest_rate)
+        if config is not self._config:
+            self._checks = {}
+            self._config = config
+        checks = self._checks.get(key)
+        if checks is None:
+            checks = config.rates_for(
+                principal.tenant_id,
+                principal.key_id,
+                plugin,
+                manifest_rate=manifest_rate,
+            )
+            if len(self._checks) >= _MAX_CACHED:
+                self._checks.clear()
+            self._checks[key] = checks
+        return checks
+
     async def __call__(
         self, principal: Principal, action: str, resource: str | None
     ) -> RateDecision:
@@ -76,13 +116,7 @@ class LimitsRateLimit:
         backends = self._backends()
         if backends is None:
             return ALLOWED
-        plugin = _plugin_of(resource)
-        checks = backends.config.rates_for(
-            principal.tenant_id,
-            principal.key_id,
-            plugin,
-            manifest_rate=self._manifest_rate(plugin) if plugin else None,
-        )
+        checks = self._resolved(backends.config, principal, _plugin_of(resource))
         if not checks:
             return ALLOWED
         try:
@@ -104,13 +138,23 @@ class CallGate:
     def __init__(self, backends: LimitsBackends) -> None:
         self.config = backends.config
         self.limiter: ConcurrencyLimiter = backends.concurrency
+        self._keys: dict[str, tuple[str, int | None]] = {}
+
+    def _key(self, tenant: str) -> tuple[str, int | None]:
+        """The tenant's limiter key and limit (the configuration is immutable: kept)."""
+        hit = self._keys.get(tenant)
+        if hit is None:
+            hit = ("c:" + _limit_keys(tenant).tenant, self.config.concurrency_for(tenant))
+            if len(self._keys) >= _MAX_CACHED:
+                self._keys.clear()
+            self._keys[tenant] = hit
+        return hit
 
     async def enter(self, tenant: str) -> Lease | None:
         """A held slot (None when the tenant has no limit); 429 when all are taken."""
-        limit = self.config.concurrency_for(tenant)
+        key, limit = self._key(tenant)
         if limit is None:
             return None
-        key = "c:" + _limit_keys(tenant).tenant
         try:
             lease = await self.limiter.acquire(key, limit, lease=self.config.lease_seconds)
         except LimitsBackendError as e:

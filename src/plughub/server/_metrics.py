@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -16,6 +18,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
+_MAX_CACHED = 10_000
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -70,14 +73,33 @@ class Metrics:
         self.tool_calls_in_flight = Gauge(
             "plughub_tool_calls_in_flight", "Tool calls running now.", registry=r
         )
+        # Label children by label values: ``labels()`` validates and locks on every call, a
+        # measurable share of a trivial request. Children are never removed, so they stay valid.
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._call_children: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        key = (method, route, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+            if len(self._request_children) < _MAX_CACHED:
+                self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_call(self, plugin: str, outcome: str, seconds: float) -> None:
-        self.tool_calls.labels(plugin, outcome).inc()
-        self.tool_latency.labels(plugin).observe(seconds)
+        key = (plugin, outcome)
+        children = self._call_children.get(key)
+        if children is None:
+            children = (self.tool_calls.labels(plugin, outcome), self.tool_latency.labels(plugin))
+            if len(self._call_children) < _MAX_CACHED:
+                self._call_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

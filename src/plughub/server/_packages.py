@@ -28,14 +28,13 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Scope
 
 from ..errors import PackageError, StoreError, UsageError
 from ..store import TaskInfo, TenantStore
 from ._auth import ALL_TENANTS, Principal
 from ._deps import requires, state_of
 from ._errors import ApiError, JSONBody, is_json_type
-from ._middleware import BodyLimitMiddleware
 from ._models import ErrorBody
 from ._routes import Author, Name
 from ._services import Services
@@ -43,7 +42,7 @@ from ._streaming import NDJSON, SSE, StreamResponse, ndjson_line, negotiate_stre
 from ._tasks import INPROCESS, UPLOADS, TaskRunner
 from ._tenancy import store_tenant_id
 
-__all__ = ["PackageBodyLimit", "check_git_source", "packages_router", "task_view"]
+__all__ = ["check_git_source", "is_package_upload", "packages_router", "task_view"]
 
 packages_router = APIRouter(prefix="/v1", tags=["packages"])
 
@@ -150,21 +149,17 @@ class InstallationOut(BaseModel):
 # -- the body limit --------------------------------------------------------------------------
 
 
-class PackageBodyLimit(BodyLimitMiddleware):
-    """``BodyLimitMiddleware`` for every route but package uploads: those stream their body
-    to disk under their own, larger limit (``max_package_bytes``), enforced by the route."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope.get("method") == "POST"
-            and _UPLOAD_PATH.match(scope.get("path", ""))
-            and _media_type(dict(scope.get("headers", ())).get(b"content-type", b"").decode())
-            in UPLOAD_TYPES
-        ):
-            await self.app(scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)
+def is_package_upload(scope: Scope) -> bool:
+    """Package uploads skip the daemon's body limit: they stream their body to disk under
+    their own, larger limit (``max_package_bytes``), enforced by the route."""
+    path = scope.get("path", "")
+    return (
+        scope.get("method") == "POST"
+        and path.endswith(("/packages", "/packages/", "/upgrade", "/upgrade/"))
+        and _UPLOAD_PATH.match(path) is not None
+        and _media_type(dict(scope.get("headers", ())).get(b"content-type", b"").decode())
+        in UPLOAD_TYPES
+    )
 
 
 def _media_type(content_type: str | None) -> str:

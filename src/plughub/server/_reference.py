@@ -114,7 +114,7 @@ def api_reference(config: ServerConfig | None = None) -> str:
     """Markdown for every operation and schema of the app ``create_app(config)`` builds."""
     from ._app import create_app
 
-    doc = create_app(config or ServerConfig()).openapi()
+    doc = create_app(config or ServerConfig.model_validate({})).openapi()
     lines = [
         "# HTTP API reference",
         "",

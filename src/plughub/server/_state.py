@@ -30,7 +30,14 @@ from ._metrics import Metrics
 from ._policy import PluginVisibility, RateDecision, RateLimit
 from ._services import Services, server_home
 from ._sync import HostSync
-from ._tenancy import AuditEntry, AuditWriter, Tenancy, store_plugin_id, store_tenant_id
+from ._tenancy import (
+    AuditEntry,
+    AuditWriter,
+    Tenancy,
+    TenantVisibility,
+    store_plugin_id,
+    store_tenant_id,
+)
 
 __all__ = ["HostFactory", "ServerState", "build_host"]
 
@@ -242,6 +249,12 @@ class ServerState:
         return [p for p in infos if allowed is None or p.id in allowed]
 
     async def check_visible(self, tenant_id: str, ref: str) -> None:
+        vis = self.visibility
+        if isinstance(vis, TenantVisibility):  # the default: one lookup, not the whole set
+            if not await vis.sees(tenant_id, ref):
+                self.require_host()  # starting or stopping: 503, as below
+                raise ApiError(404, f"no plugin {ref!r}", "plugin_not_found")
+            return
         allowed = await self.visible(tenant_id)
         if allowed is None:
             return
@@ -327,11 +340,14 @@ class ServerState:
     async def _scope(self, tenant: str, b: Bound) -> CallScope:
         assert self.tenancy is not None
         sid = store_tenant_id(tenant)
-        info = next((p for p in self.require_host().plugins() if p.id == b.plugin_id), None)
-        if info is None:
-            raise ApiError(404, f"no plugin {b.plugin_id!r}", "plugin_not_found")
+        found = self.require_host().lookup(b.plugin_id)
+        if found is None or found[0] != b.plugin_id:  # an alias shadows the id: ask all
+            info = next((p for p in self.require_host().plugins() if p.id == b.plugin_id), None)
+            if info is None:
+                raise ApiError(404, f"no plugin {b.plugin_id!r}", "plugin_not_found")
+            found = (info.id, info.source)
         try:
-            return await self.tenancy.scope(sid, info)
+            return await self.tenancy.scope_of(sid, *found)
         except StoreError as e:
             log.warning("cannot read tenant %s's plugin configuration: %s", sid, e.reason)
             raise ApiError(

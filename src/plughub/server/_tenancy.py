@@ -22,6 +22,7 @@ different ids never share rows.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import queue
@@ -65,6 +66,7 @@ _BAD = re.compile(r"[^a-z0-9_-]", re.ASCII)
 _MAX_CACHED = 10_000
 
 
+@functools.lru_cache(maxsize=4096)  # pure, and asked several times per call
 def store_part(value: str) -> str:
     """``value`` as a store id part: itself when valid, else a sanitized form + hash suffix."""
     if _PART.fullmatch(value):
@@ -92,7 +94,11 @@ def is_package_plugin(info: PluginInfo) -> bool:
 
 def visible_to(info: PluginInfo, row: InstallationInfo | None) -> bool:
     """The visibility rule of the module docstring, for one plugin and the tenant's row."""
-    if is_package_plugin(info):
+    return _visible(info.source, row)
+
+
+def _visible(source: str, row: InstallationInfo | None) -> bool:
+    if source.startswith(INSTALLED_PREFIX):
         return row is not None and row.enabled
     return row is None or row.enabled
 
@@ -173,7 +179,11 @@ class Tenancy:
 
     async def scope(self, tenant: str, info: PluginInfo) -> CallScope:
         """The ``CallScope`` of ``tenant``'s calls to the plugin (cached)."""
-        pid = store_plugin_id(info.id)
+        return await self.scope_of(tenant, info.id, info.source)
+
+    async def scope_of(self, tenant: str, plugin_id: str, source: str) -> CallScope:
+        """``scope`` by the plugin's host id and source (``PluginHost.lookup``)."""
+        pid = store_plugin_id(plugin_id)
         key = (tenant, pid)
         with self._lock:
             hit = self._scopes.get(key)
@@ -189,7 +199,7 @@ class Tenancy:
             settings=dict(row.settings) if row is not None and row.settings else None,
             credentials=credentials,
             grants=(list(row.granted) if row is not None else [])
-            if is_package_plugin(info)
+            if source.startswith(INSTALLED_PREFIX)
             else None,
             storage=view.storage(pid),
         )
@@ -240,6 +250,20 @@ class TenantVisibility:
         if tenant_id == ALL_TENANTS or tenancy is None or host is None:
             return None
         return await tenancy.visible(store_tenant_id(tenant_id), host.plugins())
+
+    async def sees(self, tenant_id: str, ref: str) -> bool:
+        """Whether the tenant may see and call the plugin ``ref`` names (the one the host
+        resolves ``ref`` to). The per-call check: one plugin looked up, the tenant's cached
+        rows read, no ``PluginInfo`` built."""
+        tenancy, host = self._tenancy(), self._host()
+        if tenant_id == ALL_TENANTS or tenancy is None or host is None:
+            return True
+        rows = await tenancy.installations(store_tenant_id(tenant_id))
+        found = host.lookup(ref)
+        if found is None:
+            return False
+        pid, source = found
+        return _visible(source, rows.get(store_plugin_id(pid)))
 
 
 # -- audit -------------------------------------------------------------------------------------
