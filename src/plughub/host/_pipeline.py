@@ -53,6 +53,15 @@ log = logging.getLogger("plughub.host")
 _ids = itertools.count(1)
 #: Extra seconds the async side waits for a sync tool's thread after its deadline fired.
 GRACE = 0.5
+#: A sync tool whose calls average under this many seconds (over at least ``QUICK_SAMPLES``
+#: calls; each sample counts as at most ``SLOW_CALL``) runs inline on the calling loop: handing
+#: it to a thread costs the loop more than running it. An inline call over ``SLOW_CALL`` sends
+#: it back to the pool, to qualify again over twice as many calls each time (never again after
+#: ``MAX_STRIKES``): a tool that can block stalls a loop a few times at most.
+QUICK_CALL = 100e-6
+QUICK_SAMPLES = 8
+SLOW_CALL = 0.001
+MAX_STRIKES = 8
 _FINAL = object()
 
 
@@ -61,6 +70,7 @@ class Bound:
 
     __slots__ = (
         "cache",
+        "cost",
         "ctx_factory",
         "denied",
         "func",
@@ -70,9 +80,12 @@ class Bound:
         "missing_credentials",
         "name",
         "plugin_id",
+        "quick",
         "requested",
         "required_credentials",
+        "samples",
         "slots",
+        "strikes",
         "timeout",
         "tool",
         "validate",
@@ -111,10 +124,38 @@ class Bound:
         self.cache = cache
         self.slots = threading.BoundedSemaphore(concurrency) if concurrency else None
         self.max_arg_bytes = max_arg_bytes
+        # Sync tools: average seconds per call, calls measured since the last strike, slow
+        # inline calls so far, and whether async callers run it inline (see QUICK_CALL).
+        self.cost = 0.0
+        self.samples = 0
+        self.strikes = 0
+        self.quick = False
 
 
 def _error(message: str, reason: str, **meta: Any) -> ToolResult:
     return ToolResult.error(message, reason, **meta)
+
+
+def _measured(b: Bound, seconds: float) -> None:
+    """Keep a sync tool's average cost, and decide whether async callers run it inline.
+
+    Wall time, since blocking is what must stay off a loop; a sample is capped at SLOW_CALL so
+    that a thread that merely waited for the GIL once does not dominate the average.
+    """
+    if b.strikes > MAX_STRIKES:
+        return
+    if b.quick and seconds > SLOW_CALL:  # it blocked the loop: back to the pool
+        b.quick, b.samples, b.strikes = False, 0, b.strikes + 1
+        return
+    sample = min(seconds, SLOW_CALL)
+    b.cost = sample if b.samples == 0 else 0.8 * b.cost + 0.2 * sample
+    b.samples += 1
+    b.quick = (
+        b.samples >= QUICK_SAMPLES << b.strikes
+        and b.cost < QUICK_CALL
+        and b.slots is None
+        and b.strikes <= MAX_STRIKES
+    )
 
 
 def _scoped_checks(b: Bound, scope: CallScope) -> tuple[str | None, list[str]]:
@@ -413,10 +454,12 @@ class Pipeline:
         try:
             kwargs = c.kwargs if b.ctx_factory is None else c.call_kwargs()
             token = watchdog.arm(c.deadline)
+            t0 = time.perf_counter()
             try:
                 value = b.func(**kwargs)
             finally:
                 fired = watchdog.disarm(token)
+                _measured(b, time.perf_counter() - t0)
             return self._timed_out(c) if fired else normalize(value, b.tool)
         except DeadlineExceeded:
             return self._timed_out(c)
@@ -496,6 +539,8 @@ class Pipeline:
     async def _arun(self, c: _Call) -> ToolResult:
         b = c.b
         if b.kind == "sync":
+            if b.quick:  # cheaper than the hop to a thread (see QUICK_CALL)
+                return self._run_inline(c)
             fut = asyncio.get_running_loop().run_in_executor(self._executor, self._run_inline, c)
             try:
                 async with asyncio.timeout(c.limit + GRACE):

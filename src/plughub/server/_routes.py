@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -357,7 +356,7 @@ class FastInvoke:
                 break
         raw = b"".join(chunks)
         try:
-            body = InvokeRequest.model_validate(json.loads(raw)) if raw else None
+            body = InvokeRequest.model_validate_json(raw) if raw else None
         except Exception:  # FastAPI tells what is wrong (400, 422)
             return _replay(messages, receive)
         if body is None:

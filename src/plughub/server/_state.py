@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import itertools
 import logging
 import time
 import uuid
@@ -65,6 +66,16 @@ def build_host(config: ServerConfig) -> PluginHost:
 
 def outcome_of(result: ToolResult) -> str:
     return (result.reason or "error") if result.is_error else "ok"
+
+
+_CALL_PREFIX = uuid.uuid4().hex[:16]
+_call_numbers = itertools.count(1)
+
+
+def _call_id() -> str:
+    """A call id unique across replicas (a random prefix per process and a counter): one
+    random draw per process, not one per call."""
+    return f"{_CALL_PREFIX}{next(_call_numbers):016x}"
 
 
 def _json_size(value: Any) -> int:
@@ -406,7 +417,7 @@ class ServerState:
         scope, lease = await self._admit(principal, tenant, b)
         host = self.require_host()
         self._enter_call()
-        call_id = uuid.uuid4().hex
+        call_id = _call_id()
         started, start = time.time(), time.perf_counter()
         outcome = "cancelled"
         result: ToolResult | None = None
@@ -463,7 +474,7 @@ class ServerState:
         host = self.require_host()
         streaming = b.kind in ("gen", "agen")
         self._enter_call()
-        call_id = uuid.uuid4().hex
+        call_id = _call_id()
         started, start = time.time(), time.perf_counter()
         outcome = "cancelled"
         final: ToolResult | None = None
