@@ -158,7 +158,18 @@ def _measured(b: Bound, seconds: float) -> None:
     )
 
 
-def _scoped_checks(b: Bound, scope: CallScope) -> tuple[str | None, list[str]]:
+def _refusal(b: Bound, denied: str | None, missing: list[str]) -> ToolResult | None:
+    if denied is not None:
+        return _error(denied, "permission_denied")
+    if missing:
+        return _error(
+            f"plugin {b.plugin_id} needs credentials that are not set: " + ", ".join(missing),
+            "missing_credentials",
+        )
+    return None
+
+
+def _scoped_refusal(b: Bound, scope: CallScope) -> ToolResult | None:
     """Permission and credential checks against a call's own grants and credentials.
 
     The host's grants stay the ceiling (a worker's sandbox is built from them): a scope's
@@ -177,7 +188,7 @@ def _scoped_checks(b: Bound, scope: CallScope) -> tuple[str | None, list[str]]:
     if scope.credentials is not None:
         creds = scope.credentials
         missing = [k for k in b.required_credentials if creds.get(k) in (None, "")]
-    return denied, missing
+    return _refusal(b, denied, missing)
 
 
 class _Call:
@@ -263,17 +274,12 @@ class Pipeline:
             refusal = self._parse(c, args)
             if refusal is not None:
                 return refusal
-        if c.scope is None:
-            denied, missing = b.denied, b.missing_credentials
-        else:
-            denied, missing = _scoped_checks(b, c.scope)
-        if denied is not None:
-            return _error(denied, "permission_denied")
-        if missing:
-            return _error(
-                f"plugin {b.plugin_id} needs credentials that are not set: " + ", ".join(missing),
-                "missing_credentials",
-            )
+        if c.scope is not None:
+            refusal = _scoped_refusal(b, c.scope)
+            if refusal is not None:
+                return refusal
+        elif b.denied is not None or b.missing_credentials:  # (computed once, at bind time)
+            return _refusal(b, b.denied, b.missing_credentials)
         if self._before:
             refusal = self._policy(c)
             if refusal is not None:
@@ -454,12 +460,10 @@ class Pipeline:
         try:
             kwargs = c.kwargs if b.ctx_factory is None else c.call_kwargs()
             token = watchdog.arm(c.deadline)
-            t0 = time.perf_counter()
             try:
                 value = b.func(**kwargs)
             finally:
                 fired = watchdog.disarm(token)
-                _measured(b, time.perf_counter() - t0)
             return self._timed_out(c) if fired else normalize(value, b.tool)
         except DeadlineExceeded:
             return self._timed_out(c)
@@ -468,6 +472,14 @@ class Pipeline:
         finally:
             if b.slots is not None:
                 b.slots.release()
+
+    def _run_measured(self, c: _Call) -> ToolResult:
+        """``_run_inline`` for async callers, timed: it decides whether they run it inline."""
+        t0 = time.perf_counter()
+        try:
+            return self._run_inline(c)
+        finally:
+            _measured(c.b, time.perf_counter() - t0)
 
     # -- async -------------------------------------------------------------------------------
 
@@ -540,8 +552,8 @@ class Pipeline:
         b = c.b
         if b.kind == "sync":
             if b.quick:  # cheaper than the hop to a thread (see QUICK_CALL)
-                return self._run_inline(c)
-            fut = asyncio.get_running_loop().run_in_executor(self._executor, self._run_inline, c)
+                return self._run_measured(c)
+            fut = asyncio.get_running_loop().run_in_executor(self._executor, self._run_measured, c)
             try:
                 async with asyncio.timeout(c.limit + GRACE):
                     return await fut
