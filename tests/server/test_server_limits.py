@@ -111,3 +111,25 @@ async def test_a_failed_backend_can_be_told_to_allow(make_app: Callable[..., Fas
     async with serving(make_app(limits=limits)) as c:
         r = await c.post(HELLO, json={"arguments": {"name": "x"}}, headers=auth())
         assert r.status_code == 200
+
+
+async def test_arguments_over_the_limit_are_refused_before_the_call(
+    make_app: Callable[..., FastAPI],
+) -> None:
+    app = make_app(limits=LimitsConfig(tenant_rate="2/minute", max_argument_bytes=200))
+    async with serving(app) as c:
+        big = {"arguments": {"name": "x" * 300}}
+        for path in (HELLO, HELLO.replace("/invoke", "/invoke-stream")):
+            r = await c.post(path, json=big, headers=auth())
+            assert r.status_code == 413 and r.json()["code"] == "arguments_too_large"
+            assert "200" in r.json()["detail"]
+        r = await c.post(
+            "/api/plugins/invoke",
+            json={"plugin": "NoteTaker", "context": {"text": "y" * 300}},
+            headers=auth(),
+        )
+        assert r.status_code == 413 and "error" in r.json()
+        # Refused calls are not charged: the two allowed by the rate still go through.
+        for _ in range(2):
+            ok = await c.post(HELLO, json={"arguments": {"name": "x" * 100}}, headers=auth())
+            assert ok.status_code == 200 and ok.json()["content"][0]["text"] == f"Hello {'x' * 100}!"

@@ -61,7 +61,7 @@ _INVOKE_ERRORS: dict[int | str, dict[str, Any]] = {
     **_PLUGIN_ERRORS,
     400: {"model": ErrorBody, "description": "Malformed JSON body."},
     409: {"model": ErrorBody, "description": "The plugin is denied, disabled or failed to load."},
-    413: {"model": ErrorBody, "description": "Request body too large."},
+    413: {"model": ErrorBody, "description": "Request body, or the arguments, too large."},
     415: {"model": ErrorBody, "description": "The body is not application/json."},
     422: {"model": ErrorBody, "description": "The body does not match InvokeRequest."},
     504: {"model": ErrorBody, "description": "The request exceeded the server's time limit."},

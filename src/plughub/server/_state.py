@@ -324,14 +324,23 @@ class ServerState:
     # -- calls -------------------------------------------------------------------------------
 
     async def _admit(
-        self, principal: Principal, tenant: str, b: Bound
-    ) -> tuple[CallScope | None, Lease | None]:
-        """Before a call starts: its rate (429), a concurrency slot (429) and its scope.
+        self, principal: Principal, tenant: str, b: Bound, args: Mapping[str, Any]
+    ) -> tuple[CallScope | None, Lease | None, int]:
+        """Before a call starts: its argument size (413), its rate (429), a concurrency slot
+        (429) and its scope; returns them with the arguments' size in bytes of JSON.
 
         ``tenant`` is whom the call is for: the principal's own tenant, or the one an
         all-tenants key names (Dify's path). An all-tenants key on a route without a tenant
         acts as the operator: no scope (the host's own settings, credentials and storage).
         """
+        size = _json_size(args)
+        limit = min(self.config.limits.max_argument_bytes, b.max_arg_bytes)
+        if size > limit:
+            raise ApiError(
+                413,
+                f"the arguments are {size} bytes of JSON; the limit for {b.plugin_id} is {limit}",
+                "arguments_too_large",
+            )
         acting = (
             principal
             if tenant == principal.tenant_id
@@ -346,7 +355,7 @@ class ServerState:
         except BaseException:
             await self._leave_gate(lease)
             raise
-        return scope, lease
+        return scope, lease, size
 
     async def _scope(self, tenant: str, b: Bound) -> CallScope:
         assert self.tenancy is not None
@@ -378,6 +387,7 @@ class ServerState:
         tenant: str,
         b: Bound,
         args: Mapping[str, Any],
+        arg_bytes: int,
         result: ToolResult | None,
         outcome: str,
         started: float,
@@ -394,7 +404,7 @@ class ServerState:
             started=started,
             duration=seconds,
             outcome=outcome,
-            arg_bytes=_json_size(args),
+            arg_bytes=arg_bytes,
             result_bytes=_json_size(result.to_dict()) if result is not None else 0,
             cached=bool(result is not None and result.meta and result.meta.get("cached")),
         )
@@ -414,7 +424,7 @@ class ServerState:
     ) -> ToolResult:
         """Run one call for ``tenant`` (default: the principal's) and audit it."""
         tenant = principal.tenant_id if tenant is None else tenant
-        scope, lease = await self._admit(principal, tenant, b)
+        scope, lease, arg_bytes = await self._admit(principal, tenant, b, args)
         host = self.require_host()
         self._enter_call()
         call_id = _call_id()
@@ -436,7 +446,9 @@ class ServerState:
             seconds = time.perf_counter() - start
             self._leave_call()
             self.metrics.observe_call(b.plugin_id, outcome, seconds)
-            self._audit(principal, tenant, b, args, result, outcome, started, seconds, call_id)
+            self._audit(
+                principal, tenant, b, args, arg_bytes, result, outcome, started, seconds, call_id
+            )
             await self._leave_gate(lease)
 
     async def stream(
@@ -456,9 +468,9 @@ class ServerState:
         when the call succeeded, so an error's text never shows up as ordinary content.
         """
         tenant = principal.tenant_id if tenant is None else tenant
-        scope, lease = await self._admit(principal, tenant, b)
+        scope, lease, arg_bytes = await self._admit(principal, tenant, b, args)
         return _Released(
-            self._events(principal, tenant, b, args, timeout, scope),
+            self._events(principal, tenant, b, args, arg_bytes, timeout, scope),
             lambda: self._leave_gate(lease),
         )
 
@@ -468,6 +480,7 @@ class ServerState:
         tenant: str,
         b: Bound,
         args: Mapping[str, Any],
+        arg_bytes: int,
         timeout: float | None,
         scope: CallScope | None,
     ) -> AsyncIterator[Any]:
@@ -497,7 +510,9 @@ class ServerState:
             seconds = time.perf_counter() - start
             self._leave_call()
             self.metrics.observe_call(b.plugin_id, outcome, seconds)
-            self._audit(principal, tenant, b, args, final, outcome, started, seconds, call_id)
+            self._audit(
+                principal, tenant, b, args, arg_bytes, final, outcome, started, seconds, call_id
+            )
 
 
 class _Released:
