@@ -30,7 +30,7 @@ from ..store import InstallationInfo, TenantStore
 from ._auth import ALL_TENANTS, Principal
 from ._deps import requires, state_of
 from ._errors import ApiError, JSONBody
-from ._models import CredentialsIn, ErrorBody, InstallationPatch, KeyIn, TenantIn
+from ._models import AUTH_ERRORS, CredentialsIn, ErrorBody, InstallationPatch, KeyIn, TenantIn
 from ._state import ServerState
 from ._tenancy import is_package_plugin, store_plugin_id, store_tenant_id, visible_to
 
@@ -50,8 +50,7 @@ KeyId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="The 
 CredName = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,128}$", description="Its name.")]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody, "description": "Missing or invalid API key."},
-    403: {"model": ErrorBody, "description": "The key's role does not allow this."},
+    **AUTH_ERRORS,
     404: {"model": ErrorBody, "description": "No such tenant, plugin, key or credential."},
     422: {"model": ErrorBody, "description": "Invalid body or values."},
 }
@@ -455,37 +454,6 @@ async def delete_credential(
 # -- audit -------------------------------------------------------------------------------------
 
 
-async def _audit(
-    request: Request,
-    view: TenantStore,
-    plugin: str | None,
-    tool: str | None,
-    outcome: str | None,
-    key_id: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    limit: int,
-) -> Response:
-    state = state_of(request)
-    pid = None
-    if plugin is not None:
-        found = state.plugin_id_of(plugin)
-        pid = store_plugin_id(found or plugin.lower())
-    if state.audit is not None:  # rows still queued count as written for the reader
-        await asyncio.to_thread(state.audit.flush, 2.0)
-    rows = await _store(
-        view.query_audit,
-        plugin_id=pid,
-        tool=tool,
-        outcome=outcome,
-        key_id=key_id,
-        since=since,
-        until=until,
-        limit=limit,
-    )
-    return JSONBody([r.to_dict() for r in rows])
-
-
 _Plugin = Annotated[str | None, Query(max_length=200, description="Plugin id.")]
 _Tool = Annotated[str | None, Query(max_length=200)]
 _Outcome = Annotated[str | None, Query(max_length=64, description="ok, or a failure reason.")]
@@ -495,18 +463,49 @@ _Until = Annotated[datetime | None, Query(description="ISO 8601 time or Unix sec
 _Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
+class AuditFilters:
+    """The audit query's parameters (one dependency for both audit routes)."""
+
+    def __init__(
+        self,
+        plugin: _Plugin = None,
+        tool: _Tool = None,
+        outcome: _Outcome = None,
+        key_id: _KeyQ = None,
+        since: _Since = None,
+        until: _Until = None,
+        limit: _Limit = 100,
+    ) -> None:
+        self.plugin, self.tool, self.outcome, self.key_id = plugin, tool, outcome, key_id
+        self.since, self.until, self.limit = since, until, limit
+
+
+Filters = Annotated[AuditFilters, Depends()]
+
+
+async def _audit(request: Request, view: TenantStore, f: AuditFilters) -> Response:
+    state = state_of(request)
+    pid = None
+    if f.plugin is not None:
+        found = state.plugin_id_of(f.plugin)
+        pid = store_plugin_id(found or f.plugin.lower())
+    if state.audit is not None:  # rows still queued count as written for the reader
+        await asyncio.to_thread(state.audit.flush, 2.0)
+    rows = await _store(
+        view.query_audit,
+        plugin_id=pid,
+        tool=f.tool,
+        outcome=f.outcome,
+        key_id=f.key_id,
+        since=f.since,
+        until=f.until,
+        limit=f.limit,
+    )
+    return JSONBody([r.to_dict() for r in rows])
+
+
 @admin_router.get("/audit", responses=_ERRORS, summary="The caller's tenant's audit log")
-async def audit(
-    request: Request,
-    principal: Configurer,
-    plugin: _Plugin = None,
-    tool: _Tool = None,
-    outcome: _Outcome = None,
-    key_id: _KeyQ = None,
-    since: _Since = None,
-    until: _Until = None,
-    limit: _Limit = 100,
-) -> Response:
+async def audit(request: Request, principal: Configurer, filters: Filters) -> Response:
     """One row per call (newest first): who, which tool, when, how long, the outcome, sizes
     and the arguments with secret fields redacted. All-tenants keys use
     ``/v1/tenants/{tenant}/audit``."""
@@ -517,22 +516,13 @@ async def audit(
             "tenant_required",
         )
     view = await _tenant(request, principal, principal.tenant_id)
-    return await _audit(request, view, plugin, tool, outcome, key_id, since, until, limit)
+    return await _audit(request, view, filters)
 
 
 @admin_router.get("/tenants/{tenant}/audit", responses=_ERRORS, summary="A tenant's audit log")
 async def tenant_audit(
-    request: Request,
-    tenant: TenantId,
-    principal: Configurer,
-    plugin: _Plugin = None,
-    tool: _Tool = None,
-    outcome: _Outcome = None,
-    key_id: _KeyQ = None,
-    since: _Since = None,
-    until: _Until = None,
-    limit: _Limit = 100,
+    request: Request, tenant: TenantId, principal: Configurer, filters: Filters
 ) -> Response:
     """Like ``GET /v1/audit``, for a named tenant."""
     view = await _tenant(request, principal, tenant)
-    return await _audit(request, view, plugin, tool, outcome, key_id, since, until, limit)
+    return await _audit(request, view, filters)

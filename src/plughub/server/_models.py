@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "AUTH_ERRORS",
     "CredentialsIn",
     "DialerInvokeRequest",
     "DifyInvokeRequest",
@@ -63,6 +64,14 @@ class ErrorBody(BaseModel):
 
     detail: str
     code: str
+
+
+#: The answers every authenticated route may give before it does anything (OpenAPI ``responses``).
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Missing or invalid API key."},
+    403: {"model": ErrorBody, "description": "The key's role does not allow this."},
+    429: {"model": ErrorBody, "description": "Rate limited (see Retry-After)."},
+}
 
 
 class PluginSummary(BaseModel):

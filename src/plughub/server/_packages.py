@@ -35,7 +35,7 @@ from ..store import TaskInfo, TenantStore
 from ._auth import ALL_TENANTS, Principal
 from ._deps import requires, state_of
 from ._errors import ApiError, JSONBody, is_json_type
-from ._models import ErrorBody
+from ._models import AUTH_ERRORS, ErrorBody
 from ._routes import Author, Name
 from ._services import Services
 from ._streaming import NDJSON, SSE, StreamResponse, ndjson_line, negotiate_stream, sse_frame
@@ -57,11 +57,7 @@ KEEPALIVE = 15.0
 MAX_GRANTS = 1000
 UNFINISHED = ("queued", "running")
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody, "description": "Missing or invalid API key."},
-    403: {"model": ErrorBody, "description": "The key's role does not allow this."},
-    429: {"model": ErrorBody, "description": "Rate limited (see Retry-After)."},
-}
+_ERRORS = AUTH_ERRORS
 _TASK_ERRORS: dict[int | str, dict[str, Any]] = {
     **_ERRORS,
     404: {"model": ErrorBody, "description": "No such task for this tenant."},

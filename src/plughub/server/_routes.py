@@ -18,6 +18,7 @@ from ._deps import requires, state_of
 from ._errors import ApiError, JSONBody, error_response
 from ._metrics import CONTENT_TYPE_LATEST
 from ._models import (
+    AUTH_ERRORS,
     ErrorBody,
     Health,
     InvokeRequest,
@@ -48,17 +49,14 @@ Author = Annotated[str, Path(pattern=_SEGMENT, description="The plugin id's auth
 Name = Annotated[str, Path(pattern=_SEGMENT, description="The plugin id's name part.")]
 Tool = Annotated[str, Path(pattern=_SEGMENT, description="The tool's name.")]
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody, "description": "Missing or invalid API key."},
-    403: {"model": ErrorBody, "description": "The key's role does not allow this."},
-    429: {"model": ErrorBody, "description": "Rate limited (see Retry-After)."},
-}
+_ERRORS = AUTH_ERRORS
 _PLUGIN_ERRORS: dict[int | str, dict[str, Any]] = {
     **_ERRORS,
     404: {"model": ErrorBody, "description": "Unknown plugin or tool."},
 }
 _INVOKE_ERRORS: dict[int | str, dict[str, Any]] = {
     **_PLUGIN_ERRORS,
+    429: {"model": ErrorBody, "description": "Rate or concurrency limit (see Retry-After)."},
     400: {"model": ErrorBody, "description": "Malformed JSON body."},
     409: {"model": ErrorBody, "description": "The plugin is denied, disabled or failed to load."},
     413: {"model": ErrorBody, "description": "Request body, or the arguments, too large."},
