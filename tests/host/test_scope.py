@@ -52,6 +52,8 @@ CODE = """
             return next(counter)
 
         def validate_credentials(self, credentials):
+            if credentials["token"].startswith("leaky"):  # an error quoting what it was given
+                raise ValueError(f"GET https://api.example.com/?key={credentials['token']}: 401")
             if credentials["token"] != "good-token":
                 raise ToolError("the service refused this token")
 """
@@ -158,3 +160,28 @@ def test_credentials_are_validated_by_the_manifest_then_the_plugin(host: PluginH
     assert asyncio.run(check({"token": 42})) == ["'token' must be of type 'string'"]
     assert seen == []  # policy hooks never saw the credentials
     assert "good-token" not in json.dumps(host.export_tools("openai"))
+
+
+def test_a_failing_credential_check_never_repeats_the_values(
+    host: PluginHost, caplog: pytest.LogCaptureFixture
+) -> None:
+    errors: list[dict[str, object]] = []
+
+    class Spy:
+        @hookimpl
+        def error_occurred(self, event_data: dict[str, object]) -> None:
+            errors.append(event_data)
+
+    host.pm.register(Spy())
+    host._compile_hooks()
+
+    async def check() -> list[str]:
+        try:
+            await host.avalidate_credentials("scoped", {"token": "leaky-s3cr3t"})
+        except CredentialsInvalid as e:
+            return e.problems
+        return []
+
+    assert asyncio.run(check()) == ["the credential check failed (ValueError)"]
+    assert "leaky-s3cr3t" not in caplog.text
+    assert "leaky-s3cr3t" not in json.dumps(errors, default=str)

@@ -141,11 +141,12 @@ KEYS = {
     "member": "member-key-0123456789",
     "invoke": "invoke-key-0123456789",
     "other": "other-key-0123456789",
+    "other_admin": "other-admin-key-0123456789",
     "dify": "dify-key-0123456789",
 }
 API_KEYS = (
     f"{KEYS['admin']}:acme:admin,{KEYS['member']}:acme:member,{KEYS['invoke']}:acme:invoke,"
-    f"{KEYS['other']}:globex:member,{KEYS['dify']}:*:admin"
+    f"{KEYS['other']}:globex:member,{KEYS['other_admin']}:globex:admin,{KEYS['dify']}:*:admin"
 )
 
 

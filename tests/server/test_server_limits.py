@@ -133,3 +133,47 @@ async def test_arguments_over_the_limit_are_refused_before_the_call(
         for _ in range(2):
             ok = await c.post(HELLO, json={"arguments": {"name": "x" * 100}}, headers=auth())
             assert ok.status_code == 200 and ok.json()["content"][0]["text"] == f"Hello {'x' * 100}!"
+
+
+async def test_a_stream_the_client_left_before_it_started_gives_its_slot_back(
+    make_app: Callable[..., FastAPI],
+) -> None:
+    app = make_app(limits=LimitsConfig(tenant_rate="unlimited", max_concurrent_calls=1))
+    async with serving(app) as c:
+        body = b'{"arguments": {"seconds": 5}}'
+        sent = False
+
+        async def receive() -> dict[str, object]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.disconnect"}  # gone at once
+
+        async def send(message: dict[str, object]) -> None:
+            if message["type"] == "http.response.start":  # a slow client: the disconnect
+                await asyncio.sleep(1)  # is seen before the body is ever started
+
+        path = SLOW.replace("/invoke", "/invoke-stream")
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [
+                (b"authorization", auth()["Authorization"].encode()),
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"accept", b"text/event-stream"),
+            ],
+            "client": ("127.0.0.1", 1234),
+            "server": ("plughub.test", 80),
+        }
+        await asyncio.wait_for(app(scope, receive, send), 10)
+        r = await c.post(HELLO, json={"arguments": {"name": "x"}}, headers=auth())
+        assert r.status_code == 200, r.text  # the slot came back

@@ -90,7 +90,7 @@ async def upload(
     c: httpx.AsyncClient,
     pkg: Path | bytes,
     *,
-    role: str = "member",
+    role: str = "admin",  # granting permissions needs an admin key
     grant: tuple[str, ...] = ("network:api.example.com",),
     url: str = "/v1/packages",
     **params: Any,
@@ -355,19 +355,19 @@ async def test_index_installs_only_from_configured_indexes_and_upgrades(
     (index / "index.json").write_text(json.dumps({"plugins": {PID: {"versions": versions}}}))
     async with serving(pkg_app()) as c:
         body = {"source": "index", "ref": PID, "grant": ["network:api.example.com"]}
-        r = await c.post("/v1/installs", json=body, headers=auth())
+        r = await c.post("/v1/installs", json=body, headers=auth("admin"))
         assert r.status_code == 400 and r.json()["code"] == "no_index"
     async with serving(pkg_app(package_indexes=[str(index)])) as c:
         for bad in ({"index": "/etc"}, {"ref": "../../etc/passwd"}, {"version": "1; rm -rf"}):
-            r = await c.post("/v1/installs", json={**body, **bad}, headers=auth())
+            r = await c.post("/v1/installs", json={**body, **bad}, headers=auth("admin"))
             assert r.status_code == 400, bad
         done = await run_task(
-            c, await c.post("/v1/installs", json={**body, "version": "1.0.0"}, headers=auth())
+            c, await c.post("/v1/installs", json={**body, "version": "1.0.0"}, headers=auth("admin"))
         )
         assert done["status"] == "succeeded", done["error"]
         assert done["result"]["version"] == "1.0.0"
         # no body: the newest in the index it came from
-        done = await run_task(c, await c.post(f"/v1/plugins/{PID}/upgrade", headers=auth()))
+        done = await run_task(c, await c.post(f"/v1/plugins/{PID}/upgrade", headers=auth("admin")))
         assert done["status"] == "succeeded", done["error"]
         assert done["kind"] == "upgrade" and done["result"]["version"] == "1.1.0"
         assert "(v1.1.0)" in (await forecast(c)).json()["content"][0]["text"]
@@ -411,7 +411,7 @@ async def test_enable_disable_and_uninstall_per_tenant(
     folder = home / "plugins" / "acme__weather"
     async with serving(pkg_app()) as c:
         pkg = make_package(tmp_path)
-        for role in ("member", "other"):
+        for role in ("admin", "other_admin"):
             assert (await run_task(c, await upload(c, pkg, role=role), role))["status"] == (
                 "succeeded"
             )
@@ -640,3 +640,39 @@ async def test_events_stream_while_another_replica_runs_the_task(
     assert seen[-1]["event"] == "task" and seen[-1]["status"] == "succeeded"
     assert seen[-1]["result"] == {"steps": 3}
     assert any(e["event"] == "status" and e["status"] == "running" for e in seen)
+
+
+async def test_a_tenant_cannot_change_a_version_other_tenants_share(
+    pkg_app: Callable[..., FastAPI], tmp_path: Path
+) -> None:
+    """One version is active for every tenant that installed a plugin: no tenant may upgrade
+    or roll it back under the others (their calls would run code they did not choose)."""
+    async with serving(pkg_app()) as c:
+        v1 = make_package(tmp_path / "a")
+        for role in ("admin", "other_admin"):
+            assert (await run_task(c, await upload(c, v1, role=role), role))["status"] == "succeeded"
+        v2 = make_package(tmp_path / "b", "2.0.0")
+        for params in ({"upgrade": "true"}, {"url": f"/v1/plugins/{PID}/upgrade"}):
+            done = await run_task(c, await upload(c, v2, **params), "admin")
+            assert done["status"] == "failed" and done["result"]["reason"] == "plugin_shared"
+        r = await c.post(f"/v1/plugins/{PID}/rollback", headers=auth("admin"))
+        done = await run_task(c, r, "admin")
+        assert done["status"] == "failed" and done["result"]["reason"] == "plugin_shared"
+        assert "(v1.0.0)" in (await forecast(c, "other")).json()["content"][0]["text"]
+        # Members install only plugins that ask for no permission.
+        r = await upload(c, v2, role="member")
+        assert r.status_code == 403 and "admin" in r.json()["detail"]
+
+
+async def test_only_the_first_content_type_counts_for_the_upload_exemption(
+    pkg_app: Callable[..., FastAPI],
+) -> None:
+    """A JSON body disguised with a second, package Content-Type keeps the ordinary limit."""
+    async with serving(pkg_app(max_body_bytes=1024)) as c:
+        headers = [
+            ("Authorization", auth("admin")["Authorization"]),
+            ("Content-Type", "application/json"),
+            ("Content-Type", "application/octet-stream"),
+        ]
+        r = await c.post(f"/v1/plugins/{PID}/upgrade", content=b"{" + b" " * 8192 + b"}", headers=headers)
+        assert r.status_code == 413

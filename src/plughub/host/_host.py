@@ -66,6 +66,9 @@ __all__ = ["PluginHost", "PluginInfo"]
 
 log = logging.getLogger("plughub.host")
 
+#: Tool references remembered by ``resolve`` (each spelling a caller used).
+MAX_RESOLVED = 4096
+
 
 class PluginHost:
     """Discovers, loads and runs plugins under one set of policies.
@@ -689,7 +692,10 @@ class PluginHost:
                 b = rec.bound[tool] = self._bind_tool(rec, td)
         if b is None:
             raise ToolNotFound(rec.id, tool, list(rec.bound))
-        self._tool_index[key] = b
+        # Keyed by the caller's spelling (case variants, aliases): bounded, since the spellings
+        # may come from clients; past the bound a lookup simply resolves again.
+        if len(self._tool_index) < MAX_RESOLVED:
+            self._tool_index[key] = b
         return b
 
     def invoke(

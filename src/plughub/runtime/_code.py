@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..sdk import Plugin
+from ..sdk import Plugin, ToolError
 from ..sdk._tool import MARK, ToolDef, ToolMarker, build_tool, tools_of
 
 __all__ = ["VALIDATE_CREDENTIALS", "LoadedCode", "code_from_object", "credentials_validator"]
@@ -39,17 +39,34 @@ class LoadedCode:
 
 def credentials_validator(fn: Callable[[Any], Any]) -> ToolDef:
     """Wrap a ``validate_credentials(credentials)`` function (sync or async) as a ToolDef, so
-    hosts and workers run it with the same machinery (deadline, errors) as a tool."""
+    hosts and workers run it with the same machinery (deadline) as a tool.
+
+    Only a ``ToolError``'s message (the plugin's words for the user) passes through; any other
+    exception becomes "the credential check failed (<type>)", since its text, traceback or
+    logging could carry a credential (an HTTP error quoting the URL with the key in it).
+    """
+
+    def refused(e: Exception) -> ToolError:
+        if isinstance(e, ToolError):
+            return e
+        return ToolError(f"the credential check failed ({type(e).__name__})")
+
     if inspect.iscoroutinefunction(fn):
 
         async def acheck(credentials: dict[str, Any]) -> bool:
-            await fn(credentials)
+            try:
+                await fn(credentials)
+            except Exception as e:
+                raise refused(e) from None
             return True
 
         return build_tool(acheck, ToolMarker(name=VALIDATE_CREDENTIALS))
 
     def check(credentials: dict[str, Any]) -> bool:
-        value = fn(credentials)
+        try:
+            value = fn(credentials)
+        except Exception as e:
+            raise refused(e) from None
         if inspect.isawaitable(value):  # a sync method returning an awaitable: not supported
             raise TypeError("validate_credentials must be a coroutine function to be async")
         return True

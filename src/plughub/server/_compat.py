@@ -330,4 +330,4 @@ async def dify_tool_invoke(
             404, f"tool provider {provider!r} not found in plugin {b.plugin_id!r}", "not_found"
         )
     events = await state.stream(principal, b, body.data.tool_parameters, None, tenant=tenant_id)
-    return StreamResponse(_dify_stream(events), media_type=SSE)
+    return StreamResponse(_dify_stream(events), media_type=SSE, source=events)

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 from starlette.types import Scope
 
@@ -153,8 +153,7 @@ def is_package_upload(scope: Scope) -> bool:
         scope.get("method") == "POST"
         and path.endswith(("/packages", "/packages/", "/upgrade", "/upgrade/"))
         and _UPLOAD_PATH.match(path) is not None
-        and _media_type(dict(scope.get("headers", ())).get(b"content-type", b"").decode())
-        in UPLOAD_TYPES
+        and _media_type(_first_header(scope, b"content-type")) in UPLOAD_TYPES
     )
 
 
@@ -202,6 +201,14 @@ def _runner(request: Request) -> TaskRunner | None:
     return runner if isinstance(runner, TaskRunner) else None
 
 
+def _first_header(scope: Scope, name: bytes) -> str:
+    """The first header of that name, as ``request.headers`` reads it (never the last)."""
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return ""
+
+
 async def _tenant(request: Request, principal: Principal) -> TenantStore:
     """The caller's tenant in the store (created on first use for configured keys' tenants)."""
     if principal.tenant_id == ALL_TENANTS:
@@ -212,8 +219,17 @@ async def _tenant(request: Request, principal: Principal) -> TenantStore:
     return services.store.tenant(store_tenant_id(principal.tenant_id))
 
 
-def _grants(request: Request, grant: list[str]) -> list[str]:
+def _grants(request: Request, grant: list[str], principal: Principal) -> list[str]:
+    """The permissions granted with an install; granting any is an admin's act (as in
+    ``PATCH .../installations``): a member installs only plugins that ask for none."""
     config = state_of(request).config
+    if grant and not principal.can("admin"):
+        raise ApiError(
+            403,
+            "granting permissions needs an admin key; a member may install only plugins that "
+            "ask for none",
+            "forbidden",
+        )
     out = []
     for raw in grant:
         token = raw.strip()
@@ -433,7 +449,7 @@ async def upload_package(
     ``install`` task (``upgrade`` with ``upgrade=true``) is queued: 202 and ``Location``."""
     services = _services(request)
     tenant = await _tenant(request, principal)
-    grants = _grants(request, grant or [])
+    grants = _grants(request, grant or [], principal)
     path, sha, info = await _read_upload(request, services)
     params: dict[str, Any] = {"source": "upload", "upload": path.name, "sha256": sha}
     params.update(grant=grants, version=info.version)
@@ -461,7 +477,7 @@ async def install_from_source(
     "version": "v1.0.0"}`` from an ``https`` repository on a configured host (``git_hosts``),
     pinned to a tag or commit (git sources are unsigned: they need ``allow_unsigned``)."""
     tenant = await _tenant(request, principal)
-    grants = _grants(request, body.grant)
+    grants = _grants(request, body.grant, principal)
     _check_version(body.version)
     params: dict[str, Any] = {"source": body.source, "grant": grants}
     if body.upgrade:
@@ -617,7 +633,7 @@ async def upgrade_plugin(
     tenant = await _tenant(request, principal)
     await _installation_or_404(tenant, plugin_id)
     media = _media_type(request.headers.get("content-type"))
-    grants = _grants(request, grant or [])
+    grants = _grants(request, grant or [], principal)
     if media in UPLOAD_TYPES:
         path, sha, info = await _read_upload(request, _services(request))
         if info.id != plugin_id:
@@ -643,15 +659,18 @@ async def upgrade_plugin(
         )
     try:
         body = UpgradeRequest.model_validate_json(raw)
-    except ValueError as e:
-        raise ApiError(422, f"invalid request: {e}", "invalid_request") from None
+    except ValidationError as e:  # the problems, never the input echoed back
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in err['loc']) or 'body'}: {err['msg']}" for err in e.errors()
+        )
+        raise ApiError(422, f"invalid request: {problems}", "invalid_request") from None
     _check_version(body.version)
     params = {
         "source": "index",
         "ref": plugin_id,
         "version": body.version,
         "index": _index_of(request, body.index),
-        "grant": sorted(set(grants) | set(_grants(request, body.grant))),
+        "grant": sorted(set(grants) | set(_grants(request, body.grant, principal))),
     }
     return await _queue(request, tenant, "upgrade", plugin_id, params)
 

@@ -289,7 +289,7 @@ async def invoke_stream(
     b = await _resolve_call(request, principal, author, name, tool)
     body = body or InvokeRequest()
     events = await state.stream(principal, b, body.arguments, body.timeout)
-    return StreamResponse(_encode(events, kind), media_type=kind)
+    return StreamResponse(_encode(events, kind), media_type=kind, source=events)
 
 
 # -- the invoke fast path ----------------------------------------------------------------------

@@ -424,8 +424,8 @@ class ServerState:
     ) -> ToolResult:
         """Run one call for ``tenant`` (default: the principal's) and audit it."""
         tenant = principal.tenant_id if tenant is None else tenant
+        host = self.require_host()  # (before a lease is taken: a 503 here must not hold one)
         scope, lease, arg_bytes = await self._admit(principal, tenant, b, args)
-        host = self.require_host()
         self._enter_call()
         call_id = _call_id()
         started, start = time.time(), time.perf_counter()

@@ -117,8 +117,13 @@ class StreamResponse(Response):
         headers: dict[str, str] | None = None,
         background: BackgroundTask | None = None,
         status_code: int = 200,
+        source: Any = None,
     ) -> None:
         self.body_iterator = content
+        # What ``content`` encodes (a call's events): closed at the end in every case, also
+        # when ``content`` never started (a generator that never ran ignores ``aclose``), so a
+        # call's concurrency slot is given back even if the client left before the first byte.
+        self.source = source
         self.status_code = status_code
         self.media_type = media_type
         self.background = background
@@ -161,6 +166,10 @@ class StreamResponse(Response):
                 if not task.done():
                     task.cancel()
             await asyncio.gather(streaming, watching, return_exceptions=True)
+        aclose = getattr(self.source, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
         if streaming in done and not streaming.cancelled():
             exc = streaming.exception()
             if exc is not None and not isinstance(exc, OSError):

@@ -506,7 +506,10 @@ class PackageJobs:
                 requested = requested_permissions(info.manifest)
                 self._check_grants(info.id, requested, grant, emit)
                 upgrade = task.kind == "upgrade" or bool(task.params.get("upgrade"))
-                if upgrade and inst.store.current(info.id) is not None:
+                current = inst.store.current(info.id)
+                if current is not None and current != info.version:
+                    self._refuse_if_shared(task, info.id, emit)
+                if upgrade and current is not None:
                     result = inst.upgrade(info.id, pkg, grant=grant, on_event=emit)
                 else:
                     result = inst.install(pkg, grant=grant, on_event=emit)
@@ -530,6 +533,18 @@ class PackageJobs:
         )
         return Done(result.to_dict(), [result.id])
 
+    def _refuse_if_shared(self, task: TaskInfo, pid: str, emit: Emit) -> None:
+        """One version of a plugin is active for every tenant that installed it: a tenant may
+        not change it under the others (their calls would run code they did not choose, with
+        their credentials). Only the operator does (``plughub upgrade``/``rollback``)."""
+        if store_plugin_id(pid) in self._installed_elsewhere(task.tenant_id):
+            problem = (
+                f"other tenants use {pid}, whose active version they share; only the operator "
+                "changes it (plughub upgrade / plughub rollback on the server)"
+            )
+            emit(_event(pid, "verify", "failed", problem, None))
+            raise TaskFailed("verify", problem, reason="plugin_shared")
+
     def _check_grants(self, pid: str, requested: list[str], grant: set[str], emit: Emit) -> None:
         """The tenant itself must grant every permission the package requests: the version may
         already be in the shared home, granted by another tenant."""
@@ -552,6 +567,7 @@ class PackageJobs:
         pid = task.plugin_id
         inst = self.installer()
         before = inst.store.current(pid)
+        self._refuse_if_shared(task, pid, emit)
         emit(_event(pid, "rollback", "start", "", 0.0))
         try:
             version = inst.rollback(pid, task.params.get("to") or None)
