@@ -676,3 +676,22 @@ async def test_only_the_first_content_type_counts_for_the_upload_exemption(
         ]
         r = await c.post(f"/v1/plugins/{PID}/upgrade", content=b"{" + b" " * 8192 + b"}", headers=headers)
         assert r.status_code == 413
+
+
+async def test_a_tenant_cannot_queue_more_than_its_share_of_tasks(
+    pkg_app: Callable[..., FastAPI], tmp_path: Path
+) -> None:
+    from plughub.server._packages import MAX_UNFINISHED
+
+    app = pkg_app()
+    async with serving(app) as c:
+        store = app.state.plughub.services.store
+        for _ in range(MAX_UNFINISHED):
+            store.tenant("acme").create_task("demo")  # a kind no runner takes: stays queued
+        r = await upload(c, make_package(tmp_path))
+        assert r.status_code == 429 and r.json()["code"] == "too_many_tasks"
+        assert int(r.headers["retry-after"]) >= 1
+        assert uploads_left(app.state.plughub.services.home) == []  # nothing left behind
+        # another tenant is not affected
+        r = await upload(c, make_package(tmp_path / "o"), role="other_admin")
+        assert r.status_code == 202

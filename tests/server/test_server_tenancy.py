@@ -207,3 +207,26 @@ async def test_every_call_path_writes_one_redacted_audit_row(app: FastAPI) -> No
         assert (await c.get("/v1/audit", headers=STAR)).status_code == 400
         assert len((await c.get("/v1/tenants/au/audit", headers=STAR)).json()) == 5
         assert json.dumps(rows).count("Ann") == 1  # arguments are kept (not secret here)
+
+
+async def test_a_store_outage_is_a_503_with_retry_after_on_every_path(
+    make_app: Callable[..., FastAPI], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from plughub.errors import StoreError
+
+    app = make_app()
+    async with serving(app) as c:
+        tenancy = app.state.plughub.tenancy
+
+        async def down(*args: object, **kwargs: object) -> object:
+            raise StoreError("database unavailable: connection refused", "unavailable")
+
+        monkeypatch.setattr(tenancy, "installations", down)
+        for method, path, body in (
+            ("GET", "/v1/plugins", None),
+            ("POST", "/v1/plugins/acme/greet/tools/hello/invoke", {"arguments": {"name": "x"}}),
+        ):
+            r = await c.request(method, path, json=body, headers=auth())
+            assert r.status_code == 503, (path, r.text)
+            assert r.json()["code"] == "store_unavailable" and r.headers["retry-after"] == "1"
+            assert "connection refused" not in r.text

@@ -22,6 +22,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
+from ..errors import StoreError
+
 __all__ = [
     "ApiError",
     "BodyTooLarge",
@@ -196,6 +198,19 @@ def install_error_handlers(
                 return await api_error(request, problem)
         return _validation_response(request, exc)
 
+    async def store_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StoreError)
+        if exc.reason == "unavailable":  # an outage anywhere (tenancy, tasks...): retry later
+            log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
+            return error_response(
+                request.url.path,
+                503,
+                "the store is unavailable; retry later",
+                "store_unavailable",
+                {"Retry-After": "1"},
+            )
+        return await unexpected(request, exc)
+
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return error_response(request.url.path, 500, f"internal error: {type(exc).__name__}")
@@ -203,4 +218,5 @@ def install_error_handlers(
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StoreError, store_error)
     app.add_exception_handler(Exception, unexpected)

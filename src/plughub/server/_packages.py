@@ -56,6 +56,8 @@ POLL_INTERVAL = 0.15
 KEEPALIVE = 15.0
 MAX_GRANTS = 1000
 UNFINISHED = ("queued", "running")
+#: Tasks one tenant may have queued or running at once.
+MAX_UNFINISHED = 16
 
 _ERRORS = AUTH_ERRORS
 _TASK_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -278,10 +280,21 @@ async def _queue(
     plugin_id: str | None,
     params: dict[str, Any],
 ) -> Response:
-    """Queue a task (at most one unfinished per tenant and plugin) and answer 202."""
+    """Queue a task (at most one unfinished per tenant and plugin, ``MAX_UNFINISHED`` per
+    tenant: one tenant cannot flood every replica's runner) and answer 202."""
     runner = _runner(request)
 
     def create() -> TaskInfo:
+        unfinished = sum(
+            len(tenant.list_tasks(status=status, limit=MAX_UNFINISHED)) for status in UNFINISHED
+        )
+        if unfinished >= MAX_UNFINISHED:
+            raise ApiError(
+                429,
+                f"{unfinished} tasks of this tenant are queued or running; wait for them",
+                "too_many_tasks",
+                {"Retry-After": "5"},
+            )
         if plugin_id is not None:
             for status in UNFINISHED:
                 busy = tenant.list_tasks(status=status, plugin_id=plugin_id, limit=1)
@@ -298,6 +311,8 @@ async def _queue(
         try:
             task = await asyncio.to_thread(create)
         except StoreError as e:
+            if e.reason == "unavailable":
+                raise
             raise ApiError(400, e.message, "bad_request") from None
     if runner is not None:
         runner.wake()

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from ..errors import StoreError
 from ..host import Bound, PluginInfo
 from ._auth import ROLE_SCOPES, Principal
 from ._deps import requires, state_of
@@ -368,6 +369,16 @@ class FastInvoke:
             response: Response = JSONBody(result.to_dict())
         except ApiError as e:
             response = error_response(scope["path"], e.status, e.message, e.code, e.headers)
+        except StoreError as e:  # (outside FastAPI's handlers here: answer as they would)
+            if e.reason != "unavailable":
+                raise
+            response = error_response(
+                scope["path"],
+                503,
+                "the store is unavailable; retry later",
+                "store_unavailable",
+                {"Retry-After": "1"},
+            )
         await response(scope, _replay(messages, receive), send)
         return None
 

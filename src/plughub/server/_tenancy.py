@@ -315,6 +315,10 @@ class AuditWriter:
             registry=registry,
         )
         self.written = Counter("plughub_audit_written", "Audit rows written.", registry=registry)
+        # Rows accepted by ``submit`` and rows the thread has handled (written or failed), in
+        # order: ``flush`` waits for the second to reach the first as it was when called.
+        self._submitted = 0
+        self._handled = 0
         self._thread = threading.Thread(target=self._run, name="plughub-audit", daemon=True)
         self._thread.start()
 
@@ -325,6 +329,7 @@ class AuditWriter:
         except queue.Full:
             self.dropped.inc()
             return False
+        self._submitted += 1
         return True
 
     def _run(self) -> None:
@@ -343,6 +348,7 @@ class AuditWriter:
             entries = [item for item in items if item is not self._STOP]
             if entries:
                 self._write(entries)
+            self._handled += len(entries)
             for _ in items:
                 self._queue.task_done()
             if len(entries) < len(items):
@@ -368,9 +374,11 @@ class AuditWriter:
                 )
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until everything queued so far is written (at most ``timeout`` s)."""
+        """Wait until the rows queued before this call are written (at most ``timeout`` s);
+        rows queued meanwhile do not keep it waiting, so it ends under steady load too."""
         deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks:
+        mark = self._submitted
+        while self._handled < mark:
             if time.monotonic() > deadline or not self._thread.is_alive():
                 return False
             time.sleep(0.005)
