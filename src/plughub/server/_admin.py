@@ -31,6 +31,7 @@ from ._auth import ALL_TENANTS, Principal
 from ._deps import requires, state_of
 from ._errors import ApiError, JSONBody
 from ._models import AUTH_ERRORS, CredentialsIn, ErrorBody, InstallationPatch, KeyIn, TenantIn
+from ._routes import Author, Name
 from ._state import ServerState
 from ._tenancy import is_package_plugin, store_plugin_id, store_tenant_id, visible_to
 
@@ -42,10 +43,7 @@ T = TypeVar("T")
 
 admin_router = APIRouter(prefix="/v1", tags=["management"])
 
-_SEGMENT = r"^[A-Za-z0-9_.-]{1,128}$"
 TenantId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="The tenant id.")]
-Author = Annotated[str, Path(pattern=_SEGMENT, description="The plugin id's author part.")]
-Name = Annotated[str, Path(pattern=_SEGMENT, description="The plugin id's name part.")]
 KeyId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="The key's id.")]
 CredName = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,128}$", description="Its name.")]
 

@@ -150,7 +150,9 @@ class StoreAuthenticator:
         self.static = static
         self._store = store
         self.ttl = ttl
-        self._cache: dict[bytes, tuple[float, Principal]] = {}
+        # digest -> (expiry, principal); None: a token the store does not know (a client
+        # guessing tokens costs one store read per token per ``ttl``, not one per request)
+        self._cache: dict[bytes, tuple[float, Principal | None]] = {}
         self._lock = threading.Lock()
         self._gen = 0
         self._pending: dict[bytes, tuple[int, asyncio.Task[Principal | None]]] = {}
@@ -206,9 +208,7 @@ class StoreAuthenticator:
                 "store_unavailable",
                 {"Retry-After": "1"},
             ) from None
-        if info is None:
-            return None
-        principal = Principal(info.tenant_id, info.key_id, info.role)
+        principal = None if info is None else Principal(info.tenant_id, info.key_id, info.role)
         with self._lock:
             if gen == self._gen and self.ttl > 0:
                 if len(self._cache) >= _MAX_CACHED:
@@ -224,7 +224,9 @@ class StoreAuthenticator:
                 self._cache.clear()
                 return
             for digest, (_, p) in list(self._cache.items()):
-                if p.key_id == key_id or (key_id is None and p.tenant_id == tenant):
+                if p is not None and (
+                    p.key_id == key_id or (key_id is None and p.tenant_id == tenant)
+                ):
                     del self._cache[digest]
 
     def on_message(self, message: Mapping[str, Any]) -> None:

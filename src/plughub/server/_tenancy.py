@@ -177,12 +177,9 @@ class Tenancy:
         rows = await self.installations(tenant)
         return {i.id for i in infos if visible_to(i, rows.get(store_plugin_id(i.id)))}
 
-    async def scope(self, tenant: str, info: PluginInfo) -> CallScope:
-        """The ``CallScope`` of ``tenant``'s calls to the plugin (cached)."""
-        return await self.scope_of(tenant, info.id, info.source)
-
     async def scope_of(self, tenant: str, plugin_id: str, source: str) -> CallScope:
-        """``scope`` by the plugin's host id and source (``PluginHost.lookup``)."""
+        """The ``CallScope`` of ``tenant``'s calls to the plugin, by its host id and source
+        (``PluginHost.lookup``); cached."""
         pid = store_plugin_id(plugin_id)
         key = (tenant, pid)
         with self._lock:
