@@ -29,7 +29,7 @@ from ..manifest import check_values
 from ..store import InstallationInfo, TenantStore
 from ._auth import ALL_TENANTS, Principal
 from ._deps import requires, state_of
-from ._errors import ApiError, JSONBody
+from ._errors import ApiError, JSONBody, store_unavailable
 from ._models import AUTH_ERRORS, CredentialsIn, ErrorBody, InstallationPatch, KeyIn, TenantIn
 from ._routes import Author, Name
 from ._state import ServerState
@@ -69,12 +69,7 @@ async def _store(fn: Callable[..., T], *args: Any, **kw: Any) -> T:
         status = {"not_found": 404, "conflict": 409, "unavailable": 503}.get(e.reason, 422)
         if status == 503:
             log.warning("store unavailable: %s", e)
-            raise ApiError(
-                503,
-                "the store is unavailable; retry later",
-                "store_unavailable",
-                {"Retry-After": "1"},
-            ) from None
+            raise store_unavailable() from None
         raise ApiError(
             status, str(e), e.reason if e.reason != "invalid" else "invalid_value"
         ) from None

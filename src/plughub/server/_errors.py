@@ -167,6 +167,13 @@ def _validation_response(request: Request, exc: RequestValidationError) -> Respo
     return error_response(path, status, message, "invalid_request", extra={"errors": simple})
 
 
+def store_unavailable() -> ApiError:
+    """The answer when the store cannot be reached: 503, retry in a second."""
+    return ApiError(
+        503, "the store is unavailable; retry later", "store_unavailable", {"Retry-After": "1"}
+    )
+
+
 def install_error_handlers(
     app: FastAPI, key_problem: Callable[[Request], Awaitable[ApiError | None]] | None = None
 ) -> None:
@@ -202,13 +209,7 @@ def install_error_handlers(
         assert isinstance(exc, StoreError)
         if exc.reason == "unavailable":  # an outage anywhere (tenancy, tasks...): retry later
             log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
-            return error_response(
-                request.url.path,
-                503,
-                "the store is unavailable; retry later",
-                "store_unavailable",
-                {"Retry-After": "1"},
-            )
+            return await api_error(request, store_unavailable())
         return await unexpected(request, exc)
 
     async def unexpected(request: Request, exc: Exception) -> Response:

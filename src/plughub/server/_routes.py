@@ -16,7 +16,7 @@ from ..errors import StoreError
 from ..host import Bound, PluginInfo
 from ._auth import ROLE_SCOPES, Principal
 from ._deps import requires, state_of
-from ._errors import ApiError, JSONBody, error_response
+from ._errors import ApiError, JSONBody, error_response, store_unavailable
 from ._metrics import CONTENT_TYPE_LATEST
 from ._models import (
     AUTH_ERRORS,
@@ -372,12 +372,9 @@ class FastInvoke:
         except StoreError as e:  # (outside FastAPI's handlers here: answer as they would)
             if e.reason != "unavailable":
                 raise
+            down = store_unavailable()
             response = error_response(
-                scope["path"],
-                503,
-                "the store is unavailable; retry later",
-                "store_unavailable",
-                {"Retry-After": "1"},
+                scope["path"], down.status, down.message, down.code, down.headers
             )
         await response(scope, _replay(messages, receive), send)
         return None

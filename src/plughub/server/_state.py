@@ -25,7 +25,7 @@ from ..limits import Lease
 from ..sdk import AuditEvent, LogEntry, Progress, ToolResult
 from ._auth import ALL_TENANTS, Authenticator, Principal
 from ._config import ServerConfig
-from ._errors import ApiError
+from ._errors import ApiError, store_unavailable
 from ._limits import CallGate
 from ._metrics import Metrics
 from ._policy import PluginVisibility, RateDecision, RateLimit
@@ -178,12 +178,7 @@ class ServerState:
             await self.tenancy.ensure_tenant(store_tenant_id(tenant))
         except StoreError as e:
             log.warning("cannot create tenant %s: %s", tenant, e.reason)
-            raise ApiError(
-                503,
-                "the store is unavailable; retry later",
-                "store_unavailable",
-                {"Retry-After": "1"},
-            ) from None
+            raise store_unavailable() from None
 
     def invalidate(self, tenant: str | None = None, plugin: str | None = None) -> None:
         """After this replica's own write: drop the caches a notification would drop on the
@@ -370,12 +365,7 @@ class ServerState:
             return await self.tenancy.scope_of(sid, *found)
         except StoreError as e:
             log.warning("cannot read tenant %s's plugin configuration: %s", sid, e.reason)
-            raise ApiError(
-                503,
-                "the store is unavailable; retry later",
-                "store_unavailable",
-                {"Retry-After": "1"},
-            ) from None
+            raise store_unavailable() from None
 
     async def _leave_gate(self, lease: Lease | None) -> None:
         if self.gate is not None and lease is not None:
