@@ -160,3 +160,16 @@ def test_every_statement_of_a_tenant_view_filters_by_tenant(
         elif verb == "SELECT" and re.search(r"\btenants\b", flat):
             assert "tenants.id =" in flat, flat
     assert checked >= 25
+
+
+def test_installed_elsewhere_names_other_tenants_plugins_only(store: Store) -> None:
+    for tenant in ("acme", "globex", "initech"):
+        store.create_tenant(tenant)
+    store.tenant("acme").set_installation("acme/weather")
+    store.tenant("acme").set_installation("acme/mail")
+    store.tenant("globex").set_installation("acme/weather")
+    store.tenant("initech").set_installation("acme/search")
+    assert store.installed_elsewhere("acme") == {"acme/weather", "acme/search"}
+    assert store.installed_elsewhere("globex") == {"acme/weather", "acme/mail", "acme/search"}
+    store.tenant("globex").delete_installation("acme/weather")
+    assert store.installed_elsewhere("acme") == {"acme/search"}

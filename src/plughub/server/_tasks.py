@@ -537,7 +537,7 @@ class PackageJobs:
         """One version of a plugin is active for every tenant that installed it: a tenant may
         not change it under the others (their calls would run code they did not choose, with
         their credentials). Only the operator does (``plughub upgrade``/``rollback``)."""
-        if store_plugin_id(pid) in self._installed_elsewhere(task.tenant_id):
+        if store_plugin_id(pid) in self.services.store.installed_elsewhere(task.tenant_id):
             problem = (
                 f"other tenants use {pid}, whose active version they share; only the operator "
                 "changes it (plughub upgrade / plughub rollback on the server)"
@@ -598,7 +598,7 @@ class PackageJobs:
             emit(_event(pid, "uninstall", "failed", message, None))
             raise TaskFailed("uninstall", message, dependents=users)
         removed_row = tenant.delete_installation(pid, purge=True)
-        elsewhere = self._installed_elsewhere(task.tenant_id)
+        elsewhere = self.services.store.installed_elsewhere(task.tenant_id)
         files = "kept: other tenants have it installed"
         removed: list[str] = []
         if pid not in elsewhere and inst.store.current(pid) is not None:
@@ -619,14 +619,6 @@ class PackageJobs:
             [pid],
         )
 
-    def _installed_elsewhere(self, tenant_id: str) -> set[str]:
-        """Plugin ids that some other tenant has an installation of."""
-        store = self.services.store
-        out: set[str] = set()
-        for t in store.list_tenants():
-            if t.id != tenant_id:
-                out.update(i.plugin_id for i in store.tenant(t.id).list_installations())
-        return out
 
 
 async def start_package_runner(app: FastAPI, state: ServerState) -> TaskRunner:

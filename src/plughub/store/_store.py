@@ -466,6 +466,14 @@ class Store:
             rows = s.scalars(select(m.Tenant).order_by(m.Tenant.id)).all()
             return [TenantInfo(r.id, r.name, r.created_at) for r in rows]
 
+    def installed_elsewhere(self, tenant_id: str) -> set[str]:
+        """Plugin ids some tenant other than ``tenant_id`` has an installation of (one query:
+        the daemon asks before it changes or removes a package every tenant shares)."""
+        v.check_tenant_id(tenant_id)
+        query = select(m.Installation.plugin_id).where(m.Installation.tenant_id != tenant_id)
+        with self._session(False) as s:
+            return set(s.scalars(query.distinct()).all())
+
     def delete_tenant(self, tenant_id: str) -> bool:
         """Delete a tenant and everything it owns (keys, installations, credentials, storage,
         tasks, audit rows). False when there was no such tenant."""
