@@ -211,8 +211,10 @@ def _first_header(scope: Scope, name: bytes) -> str:
     return ""
 
 
-async def _tenant(request: Request, principal: Principal) -> TenantStore:
-    """The caller's tenant in the store (created on first use for configured keys' tenants)."""
+async def _own_tenant(request: Request, principal: Principal) -> TenantStore:
+    """The caller's own tenant in the store (created on first use for configured keys'
+    tenants). Unlike the management routes (``_admin._tenant``), these paths name no tenant,
+    so an all-tenants key has none to act for: 403."""
     if principal.tenant_id == ALL_TENANTS:
         raise ApiError(403, "a key for every tenant ('*') cannot manage installations", "forbidden")
     state = state_of(request)
@@ -463,7 +465,7 @@ async def upload_package(
     reason as ``code``: ``not_a_zip``, ``zip_bomb``, ``bad_path``, ``unsigned``...); then an
     ``install`` task (``upgrade`` with ``upgrade=true``) is queued: 202 and ``Location``."""
     services = _services(request)
-    tenant = await _tenant(request, principal)
+    tenant = await _own_tenant(request, principal)
     grants = _grants(request, grant or [], principal)
     path, sha, info = await _read_upload(request, services)
     params: dict[str, Any] = {"source": "upload", "upload": path.name, "sha256": sha}
@@ -491,7 +493,7 @@ async def install_from_source(
     configured index (``package_indexes``); ``{"source": "git", "ref": "https://...",
     "version": "v1.0.0"}`` from an ``https`` repository on a configured host (``git_hosts``),
     pinned to a tag or commit (git sources are unsigned: they need ``allow_unsigned``)."""
-    tenant = await _tenant(request, principal)
+    tenant = await _own_tenant(request, principal)
     grants = _grants(request, body.grant, principal)
     _check_version(body.version)
     params: dict[str, Any] = {"source": body.source, "grant": grants}
@@ -527,7 +529,7 @@ async def list_tasks(
     limit: Annotated[int, Query(ge=1, le=1000, description="At most this many.")] = 100,
 ) -> Response:
     """The tenant's package tasks, newest first, without their events."""
-    tenant = await _tenant(request, principal)
+    tenant = await _own_tenant(request, principal)
     tasks = await asyncio.to_thread(tenant.list_tasks, status=status, limit=limit)
     return JSONBody([task_view(t, events=False) for t in tasks])
 
@@ -545,7 +547,7 @@ async def _task_or_404(tenant: TenantStore, task_id: str) -> TaskInfo:
 async def get_task(request: Request, task_id: TaskId, principal: Configure) -> Response:
     """Status, phase, every event so far, and the ``result`` or ``error`` (``"<phase>:
     <message>"``; ``result`` then holds ``phase``, ``log_tail``, ``missing_permissions``)."""
-    tenant = await _tenant(request, principal)
+    tenant = await _own_tenant(request, principal)
     return JSONBody(task_view(await _task_or_404(tenant, task_id)))
 
 
@@ -613,7 +615,7 @@ async def task_events(request: Request, task_id: TaskId, principal: Configure) -
             "'Accept: application/x-ndjson'",
             "not_acceptable",
         )
-    tenant = await _tenant(request, principal)
+    tenant = await _own_tenant(request, principal)
     task = await _task_or_404(tenant, task_id)
     return StreamResponse(_follow(tenant, task, kind), media_type=kind)
 
@@ -645,7 +647,7 @@ async def upgrade_plugin(
     in the index the active version came from. If the new version fails, the previous one
     stays active."""
     plugin_id = f"{author}/{name}"
-    tenant = await _tenant(request, principal)
+    tenant = await _own_tenant(request, principal)
     await _installation_or_404(tenant, plugin_id)
     media = _media_type(request.headers.get("content-type"))
     grants = _grants(request, grant or [], principal)
@@ -707,7 +709,7 @@ async def rollback_plugin(
     """Switch back to the previously active version (or ``to``), whose files and environment
     are still installed: a task, since it waits for the home's lock."""
     plugin_id = f"{author}/{name}"
-    tenant = await _tenant(request, principal)
+    tenant = await _own_tenant(request, principal)
     await _installation_or_404(tenant, plugin_id)
     to = body.to if body is not None else None
     _check_version(to)
@@ -733,7 +735,7 @@ async def uninstall_plugin(
     """Remove the tenant's installation, with its credentials and storage; the package's files
     leave the shared home when no tenant has it installed any more."""
     plugin_id = f"{author}/{name}"
-    tenant = await _tenant(request, principal)
+    tenant = await _own_tenant(request, principal)
     await _installation_or_404(tenant, plugin_id)
     return await _queue(request, tenant, "uninstall", plugin_id, {"force": force})
 
@@ -742,7 +744,7 @@ async def _set_enabled(
     request: Request, principal: Principal, plugin_id: str, enabled: bool
 ) -> Response:
     state = state_of(request)
-    tenant = await _tenant(request, principal)
+    tenant = await _own_tenant(request, principal)
     await _installation_or_404(tenant, plugin_id)
     row = await asyncio.to_thread(tenant.set_installation, plugin_id, enabled=enabled)
     state.invalidate(tenant.tenant_id, plugin_id)
