@@ -193,6 +193,7 @@ async def test_every_call_path_writes_one_redacted_audit_row(app: FastAPI) -> No
             r["tenant_id"] == "au" and r["arg_bytes"] > 0 for r in rows if r["tool"] != "count"
         )
         assert all(r["duration_ms"] >= 0 and len(r["call_id"]) == 32 for r in rows)
+        assert all(r["result_bytes"] > 0 for r in rows)  # measured by the audit writer
         only = (
             await c.get("/v1/audit", params={"outcome": "tool_error"}, headers=bearer(a))
         ).json()

@@ -395,12 +395,12 @@ class ServerState:
             duration=seconds,
             outcome=outcome,
             arg_bytes=arg_bytes,
-            result_bytes=_json_size(result.to_dict()) if result is not None else 0,
+            result_bytes=0,  # measured by the audit writer, off this path
             cached=bool(result is not None and result.meta and result.meta.get("cached")),
         )
         schema = b.tool.spec.input_schema
         self.audit.submit(
-            AuditEntry(store_tenant_id(tenant), principal.key_id, event, args, schema)
+            AuditEntry(store_tenant_id(tenant), principal.key_id, event, args, schema, result)
         )
 
     async def invoke(

@@ -30,14 +30,15 @@ import re
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+import orjson
 from prometheus_client import CollectorRegistry, Counter
 
 from ..errors import StoreError
 from ..host import CallScope, PluginHost, PluginInfo
-from ..sdk import AuditEvent
+from ..sdk import AuditEvent, ToolResult
 from ..store import InstallationInfo, Store
 from ._config import ALL_TENANTS
 
@@ -275,6 +276,19 @@ class AuditEntry:
     event: AuditEvent
     arguments: Mapping[str, Any] | None
     input_schema: Mapping[str, Any] | None
+    result: ToolResult | None = None
+    """Measured by the writer (``event.result_bytes``), off the request's path."""
+
+
+def _sized(entry: AuditEntry) -> AuditEvent:
+    """The entry's event with the result's size (bytes of its JSON) filled in."""
+    if entry.result is None:
+        return entry.event
+    try:
+        size = len(orjson.dumps(entry.result.to_dict(), default=str))
+    except TypeError:
+        size = 0
+    return replace(entry.event, result_bytes=size)
 
 
 class AuditWriter:
@@ -352,7 +366,7 @@ class AuditWriter:
                 return
 
     def _write(self, entries: list[AuditEntry]) -> None:
-        rows = [(e.tenant, e.event, e.key_id, e.arguments, e.input_schema) for e in entries]
+        rows = [(e.tenant, _sized(e), e.key_id, e.arguments, e.input_schema) for e in entries]
         try:
             self.written.inc(self.store.append_audit_many(rows))
             return
