@@ -693,9 +693,13 @@ class PluginHost:
         if b is None:
             raise ToolNotFound(rec.id, tool, list(rec.bound))
         # Keyed by the caller's spelling (case variants, aliases): bounded, since the spellings
-        # may come from clients; past the bound a lookup simply resolves again.
-        if len(self._tool_index) < MAX_RESOLVED:
-            self._tool_index[key] = b
+        # may come from clients; past the bound a lookup simply resolves again. Under the lock
+        # that reload/refresh unload with, and only while the record still holds this tool: a
+        # resolve racing an unload must not pin the old code in the index for good.
+        with self._lock:
+            current = self._records.get(rec.id) is rec and rec.bound.get(tool) is b
+            if current and len(self._tool_index) < MAX_RESOLVED:
+                self._tool_index[key] = b
         return b
 
     def invoke(
